@@ -1,0 +1,29 @@
+"""TAS: network pruning via transformable architecture search (Dong & Yang, NeurIPS 2019).
+
+The method in pure PyTorch: the search space, the searchable network, the expected-MACs cost,
+the derived architecture (found.json) and the compact network it builds.
+"""
+
+from tas.arch import Arch, ArchFormatError
+from tas.compact import build_model, count_macs
+from tas.cost import cost_loss, expected_macs
+from tas.cwi import channel_interpolate
+from tas.gumbel import TauSchedule, sample_candidates
+from tas.kd import kd_loss
+from tas.space import SearchSpace
+from tas.supernet import Supernet
+
+__all__ = [
+    "Arch",
+    "ArchFormatError",
+    "SearchSpace",
+    "Supernet",
+    "TauSchedule",
+    "build_model",
+    "channel_interpolate",
+    "cost_loss",
+    "count_macs",
+    "expected_macs",
+    "kd_loss",
+    "sample_candidates",
+]

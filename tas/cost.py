@@ -1,0 +1,104 @@
+"""Expected MACs of the searchable network under its width/depth distributions, and the
+paper's band cost loss.
+
+Widths are carried as distributions over channel counts (a probability vector indexed by the
+count), not just their means. That makes the model the *exact* expectation of the MACs of the
+network `tas.build_model` would build, zero-padded shortcuts included: a zero-padded identity
+block outputs max(input width, last conv width), and the max of two independent widths has
+CDF F_x * F_y. With one-hot distributions the same code returns the exact MACs of that one
+network, so the cost loss's "argmax MACs" and `Arch.macs` cannot disagree.
+
+The paper's model takes E[C_in] of a conv as E[C_out] of the conv feeding it; ours agrees with it
+wherever no max is involved and is exact where one is (see tas-method.md, "Expected FLOPs").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tas.space import SearchSpace, conv_out_size
+
+
+def _mean(dist: torch.Tensor) -> torch.Tensor:
+    return dist @ torch.arange(dist.shape[-1], dtype=dist.dtype, device=dist.device)
+
+
+def _max(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distribution of max(X, Y) for independent X ~ a, Y ~ b."""
+    cdf = a.cumsum(-1) * b.cumsum(-1)
+    return torch.diff(cdf, prepend=cdf.new_zeros(1))
+
+
+def expected_macs(
+    space: SearchSpace,
+    width_probs: torch.Tensor,
+    depth_probs: torch.Tensor,
+) -> torch.Tensor:
+    """E[MACs] of one image through the network drawn from the given distributions.
+
+    width_probs: (num_convs, M) probabilities over each conv's candidates, rows in
+    ``space.convs()`` order (padding columns beyond a conv's candidates must be 0).
+    depth_probs: (num_stages, D) probabilities over each stage's depth choices.
+    Returns a float64 scalar, differentiable in both inputs.
+    """
+    convs = space.convs()
+    length = max(c.channels for c in convs) + 1
+    probs = width_probs.double()
+    dists = {}  # conv name -> (length,) distribution over its output width
+    for row, conv in enumerate(convs):
+        index = torch.tensor(conv.candidates, device=probs.device)
+        dists[conv.name] = probs.new_zeros(length).index_add(0, index, probs[row, : len(index)])
+
+    def conv_macs(kernel: int, size: int, cin: torch.Tensor, cout: torch.Tensor) -> torch.Tensor:
+        return kernel**2 * size**2 * _mean(cin) * _mean(cout)
+
+    size = conv_out_size(space.input_size, space.stem.kernel, space.stem.stride)
+    const_in = probs.new_zeros(length)
+    const_in[space.in_channels] = 1.0
+    width = dists["stem"]
+    total = conv_macs(space.stem.kernel, size, const_in, width)
+    depth = depth_probs.double()
+    for s, stage in enumerate(space.stages):
+        choices = stage.depth_choices
+        pi = depth[s, : len(choices)]
+        at_least = pi.flip(0).cumsum(0).flip(0)  # P(depth >= choices[k])
+        # block p is kept when depth >= p + 1, i.e. depth >= the first choice above p
+        keep = [
+            at_least[next(k for k, d in enumerate(choices) if d > p)]
+            for p in range(len(stage.blocks))
+        ]
+        outputs = []
+        for p, block in enumerate(stage.blocks):
+            block_in, block_in_size = width, size
+            macs = 0.0
+            for conv in block.convs:
+                size = conv_out_size(size, conv.kernel, conv.stride)
+                macs = macs + conv_macs(conv.kernel, size, width, dists[conv.name])
+                width = dists[conv.name]
+            if block.projection:  # the full network's projection: AvgPool(stride) + 1x1 conv
+                macs = macs + conv_macs(1, block_in_size // block.stride, block_in, width)
+            elif space.shortcut == "projection":  # 1x1 conv only where the widths differ
+                same = (block_in * width * torch.arange(length, device=width.device) ** 2).sum()
+                macs = macs + size**2 * (_mean(block_in) * _mean(width) - same)
+            else:  # zero-padded identity: the wider of the two tensors goes on
+                width = _max(block_in, width)
+            total = total + keep[p] * macs
+            outputs.append(width)
+        width = sum(pi[k] * outputs[d - 1] for k, d in enumerate(choices))
+    return total + _mean(width) * space.num_classes
+
+
+def cost_loss(
+    expected_macs: torch.Tensor,
+    arch_macs: torch.Tensor | float,
+    target_macs: float,
+    tolerance_macs: float,
+) -> torch.Tensor:
+    """The paper's band loss: -log E if the argmax network is under R - t (grow), +log E if it is
+    over R (shrink), 0 inside [R - t, R]. Only ``expected_macs`` carries a gradient."""
+    arch_macs = torch.as_tensor(arch_macs, dtype=expected_macs.dtype, device=expected_macs.device)
+    log_e = torch.log(expected_macs)
+    sign = torch.where(arch_macs > target_macs, 1.0, 0.0) - torch.where(
+        arch_macs < target_macs - tolerance_macs, 1.0, 0.0
+    )
+    return sign.to(log_e.dtype) * log_e

@@ -1,0 +1,214 @@
+"""The search space as data: which convs exist, their width candidates, the stages and their
+depth candidates.
+
+A space describes a residual CNN as a stem conv, stages of residual blocks, global average
+pooling and a linear head. Every main-path conv is searchable (it gets its own distribution over
+candidate widths); a block's projection shortcut is not (it takes the width of the block's last
+conv). The supernet, the cost model and the compact builder all read this description, so a new
+backbone is a new `SearchSpace` constructor, not new supernet/cost/builder code.
+
+Names are places in the network: ``stem``, ``stage1.block0.conv_a``, ... (stages count from 1,
+blocks from 0, as in most CIFAR ResNet code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Width ratios r in {0.3, 0.4, ..., 1.0}, as tenths so floor(C * r) is exact integer arithmetic.
+WIDTH_RATIO_TENTHS: tuple[int, ...] = (3, 4, 5, 6, 7, 8, 9, 10)
+
+SHORTCUT_MODES = ("zero_pad", "projection")
+
+
+def width_candidates(
+    channels: int, tenths: tuple[int, ...] = WIDTH_RATIO_TENTHS
+) -> tuple[int, ...]:
+    """Candidate widths floor(C * r) for the ratios r = tenths / 10, sorted, duplicates removed."""
+    return tuple(sorted({max(1, channels * t // 10) for t in tenths}))
+
+
+def depth_candidates(num_blocks: int) -> tuple[int, ...]:
+    """Depth choices of a stage with ``num_blocks`` blocks.
+
+    n <= 3: every count 1..n; n > 3: the odd counts 1, 3, 5, ... up to n, plus n when n is even.
+    """
+    if num_blocks < 1:
+        raise ValueError(f"a stage needs at least one block, got {num_blocks}")
+    if num_blocks <= 3:
+        return tuple(range(1, num_blocks + 1))
+    odd = list(range(1, num_blocks + 1, 2))
+    if num_blocks % 2 == 0:
+        odd.append(num_blocks)
+    return tuple(odd)
+
+
+def conv_out_size(size: int, kernel: int, stride: int) -> int:
+    """Spatial output size of a conv with 'same' padding kernel // 2."""
+    pad = kernel // 2
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One searchable conv (followed by its BatchNorm, and ReLU when ``relu``)."""
+
+    name: str
+    channels: int  # full width C of this conv's output
+    candidates: tuple[int, ...]  # searchable output widths, ascending, the last equal to C
+    kernel: int
+    stride: int
+    relu: bool
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """A residual block: convs in sequence, then ``relu(convs(x) + shortcut(x))``.
+
+    ``projection`` is True where the *full* network needs a 1x1 conv + BN on the shortcut
+    (stride 2, or input width != output width); a stride-2 shortcut pools with AvgPool(2) first.
+    """
+
+    name: str
+    convs: tuple[ConvSpec, ...]
+    stride: int
+    projection: bool
+
+    @property
+    def last(self) -> ConvSpec:
+        return self.convs[-1]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    blocks: tuple[BlockSpec, ...]
+    depth_choices: tuple[int, ...]  # allowed numbers of kept blocks, ascending
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A searchable residual network. Build one with a constructor such as `cifar_resnet`."""
+
+    backbone: str  # registry name, e.g. "cifar_resnet"
+    depth: int
+    num_classes: int
+    input_size: int  # square input resolution in pixels
+    in_channels: int
+    stem: ConvSpec
+    stages: tuple[StageSpec, ...]
+    shortcut: str = "zero_pad"  # how compact identity blocks join mismatched widths
+    _index: dict[str, ConvSpec] = field(default=None, compare=False, repr=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.shortcut not in SHORTCUT_MODES:
+            raise ValueError(f"shortcut must be one of {SHORTCUT_MODES}, got {self.shortcut!r}")
+        object.__setattr__(self, "_index", {c.name: c for c in self.convs()})
+
+    # ---------------------------------------------------------------- constructors
+    @staticmethod
+    def cifar_resnet(
+        depth: int = 56,
+        num_classes: int = 10,
+        block: str | None = None,
+        shortcut: str = "zero_pad",
+        width_tenths: tuple[int, ...] = WIDTH_RATIO_TENTHS,
+    ) -> SearchSpace:
+        """CIFAR ResNet (He et al. 2016): ``block="basic"`` for depth 6n+2 (20/32/56/110),
+        ``"bottleneck"`` for depth 9n+2 (164). ``block=None`` picks bottleneck for 164 and 1001,
+        as the ResNet papers do, basic otherwise. Stem 3->16; stage widths 16/32/64 (bottleneck
+        outputs 64/128/256); stride 2 at the first block of stages 2 and 3.
+        """
+        kind = block or ("bottleneck" if depth in (164, 1001) else "basic")
+        per_block = {"basic": 6, "bottleneck": 9}
+        if kind not in per_block:
+            raise ValueError(f"block must be 'basic' or 'bottleneck', got {kind!r}")
+        n, rest = divmod(depth - 2, per_block[kind])
+        if rest or n < 1:
+            raise ValueError(
+                f"a CIFAR ResNet with {kind} blocks needs depth {per_block[kind]}n+2 (n >= 1), "
+                f"got {depth}"
+            )
+
+        def conv(name: str, channels: int, kernel: int, stride: int, relu: bool) -> ConvSpec:
+            return ConvSpec(
+                name, channels, width_candidates(channels, width_tenths), kernel, stride, relu
+            )
+
+        stem = conv("stem", 16, 3, 1, True)
+        in_width = 16
+        stages = []
+        for s, mid in enumerate((16, 32, 64)):
+            blocks = []
+            for b in range(n):
+                stride = 2 if (s > 0 and b == 0) else 1
+                prefix = f"stage{s + 1}.block{b}"
+                if kind == "basic":
+                    out = mid
+                    convs = (
+                        conv(f"{prefix}.conv_a", mid, 3, stride, True),
+                        conv(f"{prefix}.conv_b", mid, 3, 1, False),
+                    )
+                else:
+                    out = 4 * mid
+                    convs = (
+                        conv(f"{prefix}.conv_a", mid, 1, 1, True),
+                        conv(f"{prefix}.conv_b", mid, 3, stride, True),
+                        conv(f"{prefix}.conv_c", out, 1, 1, False),
+                    )
+                projection = stride != 1 or in_width != out
+                blocks.append(BlockSpec(prefix, convs, stride, projection))
+                in_width = out
+            stages.append(StageSpec(f"stage{s + 1}", tuple(blocks), depth_candidates(n)))
+        return SearchSpace("cifar_resnet", depth, num_classes, 32, 3, stem, tuple(stages), shortcut)
+
+    @staticmethod
+    def from_name(
+        backbone: str,
+        depth: int,
+        num_classes: int,
+        block: str | None = None,
+        shortcut: str = "zero_pad",
+    ) -> SearchSpace:
+        """Rebuild a space from the identifiers stored in found.json."""
+        builders = {"cifar_resnet": SearchSpace.cifar_resnet}
+        if backbone not in builders:
+            raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(builders)}")
+        return builders[backbone](
+            depth=depth, num_classes=num_classes, block=block, shortcut=shortcut
+        )
+
+    # ---------------------------------------------------------------- queries
+    def convs(self) -> list[ConvSpec]:
+        """Every searchable conv in network order: the stem, then each block's convs."""
+        return self.kept_convs(self.max_blocks)
+
+    def kept_convs(self, blocks: tuple[int, ...]) -> list[ConvSpec]:
+        """The convs of a network keeping ``blocks[s]`` blocks of stage s, in network order."""
+        out = [self.stem]
+        for stage, kept in zip(self.stages, blocks):
+            for block in stage.blocks[:kept]:
+                out.extend(block.convs)
+        return out
+
+    def conv(self, name: str) -> ConvSpec:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"no conv named {name!r} in {self.describe()}") from None
+
+    @property
+    def max_blocks(self) -> tuple[int, ...]:
+        return tuple(len(stage.blocks) for stage in self.stages)
+
+    @property
+    def head_in(self) -> int:
+        """Full width of the last stage's output (the head's input)."""
+        return self.stages[-1].blocks[-1].last.channels
+
+    @property
+    def block_kind(self) -> str:
+        return "bottleneck" if len(self.stages[0].blocks[0].convs) == 3 else "basic"
+
+    def describe(self) -> str:
+        return f"{self.backbone}-{self.depth} ({self.block_kind}, {self.num_classes} classes)"

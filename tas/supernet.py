@@ -1,0 +1,265 @@
+"""The searchable network: shared full-size weights, Gumbel-sampled widths mixed by channel-wise
+interpolation, and a soft mixture over the depth of every stage.
+
+One forward pass (``Supernet.forward``):
+  * widths: for every conv, draw I distinct candidate widths from the Gumbel-perturbed
+    distribution; run the conv once for the widest pick, normalise each pick's first c_i
+    channels with that candidate's own BatchNorm, align them to the widest with CWI and mix
+    them with the re-normalised weights of the picks;
+  * depth: every block of a stage runs; the stage output mixes the outputs after each depth
+    choice with Gumbel-softmax weights, aligned by CWI.
+``forward_argmax`` runs the derived network (argmax widths and depths) on the shared weights.
+
+Cost: a conv computes only the input channels present and the filters needed, never a
+zero-padded full-width tensor. The sampled widths decide tensor shapes, so each forward moves
+the (num_convs, I) pick indices to the host once; nothing else syncs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tas.arch import Arch
+from tas.compact import add_padded
+from tas.cost import expected_macs
+from tas.cwi import channel_interpolate
+from tas.gumbel import gumbel_softmax, sample_candidates
+from tas.space import SearchSpace
+
+
+class SearchConv(nn.Module):
+    """[AvgPool] -> conv at full size whose candidate widths share its first filters -> one BN
+    per candidate -> mixture of the picked widths [-> ReLU]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        candidates: Sequence[int],
+        kernel: int,
+        stride: int,
+        relu: bool,
+        pool: int = 1,
+    ) -> None:
+        super().__init__()
+        self.candidates = tuple(candidates)
+        self.weight = nn.Parameter(torch.empty(self.candidates[-1], in_channels, kernel, kernel))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        self.bns = nn.ModuleList(nn.BatchNorm2d(c) for c in self.candidates)
+        self.stride, self.padding, self.relu, self.pool = stride, kernel // 2, relu, pool
+
+    def forward(
+        self, x: torch.Tensor, picks: Sequence[int], weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        """x: (B, C_in, H, W) with C_in <= full input width; picks: candidate indices;
+        weights: (len(picks),) mixing weights, or None for a single pick taken whole."""
+        if self.pool > 1:
+            x = F.avg_pool2d(x, self.pool)
+        widths = [self.candidates[i] for i in picks]
+        widest = max(widths)
+        y = F.conv2d(x, self.weight[:widest, : x.shape[1]], None, self.stride, self.padding)
+        out = None
+        for k, (i, c) in enumerate(zip(picks, widths)):
+            part = self.bns[i](y if c == widest else y[:, :c])  # (B, c, H', W')
+            part = channel_interpolate(part, widest)
+            if weights is not None:
+                part = part * weights[k]
+            out = part if out is None else out + part
+        return F.relu(out) if self.relu else out
+
+
+class SearchBlock(nn.Module):
+    """``relu(convs(x) + shortcut(x))``; the shortcut conv (where the full network has one)
+    reuses the picks of the block's last conv, and an identity shortcut is zero-padded."""
+
+    def __init__(
+        self, convs: list[SearchConv], rows: list[int], shortcut: SearchConv | None
+    ) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(convs)
+        self.rows = rows  # rows of the width logits, one per conv
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor, choice: _Choice) -> torch.Tensor:
+        out = x
+        for conv, row in zip(self.convs, self.rows):
+            out = conv(out, *choice.width(row))
+        skip = x if self.shortcut is None else self.shortcut(x, *choice.width(self.rows[-1]))
+        return F.relu(add_padded(out, skip))
+
+
+@dataclass
+class _Choice:
+    """What one forward pass runs: picked width candidates and depth choices, with weights."""
+
+    width_picks: list[list[int]]  # per conv row: candidate indices
+    width_weights: Sequence[torch.Tensor | None]  # per conv row: (I,) weights or None
+    depth_picks: list[list[int]]  # per stage: indices into its depth choices
+    depth_weights: Sequence[torch.Tensor | None]  # per stage: (D,) weights or None
+
+    def width(self, row: int) -> tuple[list[int], torch.Tensor | None]:
+        return self.width_picks[row], self.width_weights[row]
+
+
+class Supernet(nn.Module):
+    """The TAS search network over a `SearchSpace`.
+
+    Args:
+        space: the search space.
+        num_samples: I, the number of distinct widths drawn per conv in each forward (paper: 2).
+        tau: initial Gumbel temperature (see `set_tau`).
+    """
+
+    def __init__(self, space: SearchSpace, num_samples: int = 2, tau: float = 5.0) -> None:
+        super().__init__()
+        self.space = space
+        convs = space.convs()
+        fewest = min(len(c.candidates) for c in convs)
+        if not 1 <= num_samples <= fewest:
+            raise ValueError(f"num_samples must be in 1..{fewest} (fewest candidates of a conv)")
+        self.num_samples = num_samples
+        self.tau = tau
+        rows = {c.name: r for r, c in enumerate(convs)}
+
+        width = max(len(c.candidates) for c in convs)
+        self.width_logits = nn.Parameter(torch.randn(len(convs), width) * 0.01)
+        mask = torch.zeros(len(convs), width, dtype=torch.bool)
+        for r, c in enumerate(convs):
+            mask[r, : len(c.candidates)] = True
+        self.register_buffer("width_mask", mask, persistent=False)
+
+        depth = max(len(s.depth_choices) for s in space.stages)
+        self.depth_logits = nn.Parameter(torch.randn(len(space.stages), depth) * 0.01)
+        mask = torch.zeros(len(space.stages), depth, dtype=torch.bool)
+        for s, stage in enumerate(space.stages):
+            mask[s, : len(stage.depth_choices)] = True
+        self.register_buffer("depth_mask", mask, persistent=False)
+
+        stem = space.stem
+        self.stem = SearchConv(
+            space.in_channels, stem.candidates, stem.kernel, stem.stride, stem.relu
+        )
+        in_width = stem.channels
+        self.stages = nn.ModuleList()
+        for stage in space.stages:
+            blocks = nn.ModuleList()
+            for block in stage.blocks:
+                convs_, prev = [], in_width
+                for c in block.convs:
+                    convs_.append(SearchConv(prev, c.candidates, c.kernel, c.stride, c.relu))
+                    prev = c.channels
+                shortcut = None
+                if block.projection:
+                    shortcut = SearchConv(
+                        in_width, block.last.candidates, 1, 1, False, pool=block.stride
+                    )
+                blocks.append(SearchBlock(convs_, [rows[c.name] for c in block.convs], shortcut))
+                in_width = block.last.channels
+            self.stages.append(blocks)
+        self.head = nn.Linear(space.head_in, space.num_classes)
+
+    # ------------------------------------------------------------ parameters
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The width and depth logits: what the architecture optimiser trains."""
+        return [self.width_logits, self.depth_logits]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but the architecture logits."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def set_tau(self, tau: float) -> None:
+        if not tau > 0:
+            raise ValueError(f"Gumbel temperature must be positive, got {tau}")
+        self.tau = float(tau)
+
+    # ------------------------------------------------------------ distributions
+    def width_probs(self) -> torch.Tensor:
+        """(num_convs, M) softmax of the width logits (0 beyond a conv's candidates)."""
+        return self.width_logits.masked_fill(~self.width_mask, float("-inf")).softmax(-1)
+
+    def depth_probs(self) -> torch.Tensor:
+        """(num_stages, D) softmax of the depth logits (0 beyond a stage's choices)."""
+        return self.depth_logits.masked_fill(~self.depth_mask, float("-inf")).softmax(-1)
+
+    def expected_macs(self) -> torch.Tensor:
+        """Differentiable E[MACs] (float64 scalar) of the network drawn from the plain softmax
+        distributions: the cost the architecture step minimises."""
+        return expected_macs(self.space, self.width_probs(), self.depth_probs())
+
+    def argmax_macs(self) -> torch.Tensor:
+        """Exact MACs of the derived (argmax) network, as a tensor, with no host sync."""
+        with torch.no_grad():
+            w = F.one_hot(self.width_probs().argmax(-1), self.width_mask.shape[1])
+            d = F.one_hot(self.depth_probs().argmax(-1), self.depth_mask.shape[1])
+            return expected_macs(self.space, w, d)
+
+    def derive(self) -> Arch:
+        """The compact architecture: the argmax width of every conv and depth of every stage."""
+        picks = self.width_probs().argmax(-1).tolist()
+        depths = self.depth_probs().argmax(-1).tolist()
+        blocks = tuple(stage.depth_choices[d] for stage, d in zip(self.space.stages, depths))
+        rows = {c.name: r for r, c in enumerate(self.space.convs())}
+        widths = {c.name: c.candidates[picks[rows[c.name]]] for c in self.space.kept_convs(blocks)}
+        return Arch(self.space, blocks, widths)
+
+    # ------------------------------------------------------------ forward passes
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, classes) logits with freshly sampled widths and depth mixtures."""
+        return self._run(x, self._sample())
+
+    def forward_argmax(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the derived network run on the shared weights (no sampling)."""
+        widths = self.width_probs().argmax(-1).tolist()
+        depths = self.depth_probs().argmax(-1).tolist()
+        return self._run(
+            x,
+            _Choice(
+                [[i] for i in widths],
+                [None] * len(widths),
+                [[d] for d in depths],
+                [None] * len(depths),
+            ),
+        )
+
+    def _sample(self) -> _Choice:
+        index, weights = sample_candidates(
+            self.width_logits, self.tau, self.num_samples, self.width_mask
+        )
+        q = gumbel_softmax(self.depth_logits, self.tau, self.depth_mask)  # (S, D)
+        depth_picks = [list(range(len(s.depth_choices))) for s in self.space.stages]
+        # index.tolist(): the single host sync, since the picked widths decide tensor shapes
+        return _Choice(index.tolist(), weights.unbind(0), depth_picks, q.unbind(0))
+
+    def _run(self, x: torch.Tensor, choice: _Choice) -> torch.Tensor:
+        x = self.stem(x, *choice.width(0))
+        for s, (blocks, spec) in enumerate(zip(self.stages, self.space.stages)):
+            picks = choice.depth_picks[s]
+            depths = [spec.depth_choices[k] for k in picks]
+            outputs = []
+            for p in range(max(depths)):
+                x = blocks[p](x, choice)
+                if p + 1 in depths:
+                    outputs.append(x)
+            x = self._mix_depths(outputs, choice.depth_weights[s], picks)
+        return F.linear(x.mean(dim=(2, 3)), self.head.weight[:, : x.shape[1]], self.head.bias)
+
+    @staticmethod
+    def _mix_depths(
+        outputs: list[torch.Tensor], weights: torch.Tensor | None, picks: list[int]
+    ) -> torch.Tensor:
+        if weights is None:
+            return outputs[0]
+        widest = max(h.shape[1] for h in outputs)
+        mixed = None
+        for h, k in zip(outputs, picks):
+            part = channel_interpolate(h, widest) * weights[k]
+            mixed = part if mixed is None else mixed + part
+        return mixed
+
+    def extra_repr(self) -> str:
+        return f"space={self.space.describe()}, num_samples={self.num_samples}, tau={self.tau:.3g}"

@@ -1,0 +1,25 @@
+"""Shared test fixtures: the repository root and the shared CIFAR-10 copy (skipped when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+CIFAR_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+
+
+@pytest.fixture(autouse=True)
+def _few_threads_and_seed():
+    """Deterministic, two-core friendly tests."""
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def cifar_archive() -> Path:
+    if not CIFAR_ARCHIVE.exists():
+        pytest.skip(f"shared CIFAR-10 copy not found at {CIFAR_ARCHIVE}")
+    return CIFAR_ARCHIVE

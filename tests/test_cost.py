@@ -1,0 +1,101 @@
+import itertools
+import math
+import random
+
+import pytest
+import torch
+
+import tas
+from tas import Arch, SearchSpace, cost_loss, expected_macs
+
+
+def peak(net: tas.Supernet, rng: random.Random) -> Arch:
+    """Put (almost) all mass of every distribution on one random choice; return that arch."""
+    with torch.no_grad():
+        net.width_logits.zero_()
+        net.depth_logits.zero_()
+        for r, conv in enumerate(net.space.convs()):
+            net.width_logits[r, rng.randrange(len(conv.candidates))] = 60.0
+        for s, stage in enumerate(net.space.stages):
+            net.depth_logits[s, rng.randrange(len(stage.depth_choices))] = 60.0
+    return net.derive()
+
+
+@pytest.mark.parametrize("depth", [20, 56, 164])
+@pytest.mark.parametrize("shortcut", ["zero_pad", "projection"])
+def test_peaked_logits_expected_equals_derived(depth, shortcut):
+    net = tas.Supernet(SearchSpace.cifar_resnet(depth, shortcut=shortcut))
+    rng = random.Random(depth)
+    for _ in range(3):
+        arch = peak(net, rng)
+        assert net.expected_macs().item() == pytest.approx(arch.macs, rel=1e-6)  # spec: 1%
+        assert net.argmax_macs().item() == arch.macs
+        assert arch.macs == tas.count_macs(tas.build_model(arch))
+
+
+def enumerate_expectation(
+    space: SearchSpace, width_p: list[list[float]], depth_p: list[list[float]]
+):
+    """E[MACs] by brute force: every depth and width combination, weighted by its probability,
+    each counted on the compact plan (the independent path)."""
+    rows = {c.name: r for r, c in enumerate(space.convs())}
+    total = 0.0
+    for depth_pick in itertools.product(*(range(len(s.depth_choices)) for s in space.stages)):
+        blocks = tuple(s.depth_choices[k] for s, k in zip(space.stages, depth_pick))
+        p_depth = math.prod(depth_p[s][k] for s, k in enumerate(depth_pick))
+        kept = space.kept_convs(blocks)
+        for width_pick in itertools.product(*(range(len(c.candidates)) for c in kept)):
+            p = p_depth * math.prod(width_p[rows[c.name]][k] for c, k in zip(kept, width_pick))
+            widths = {c.name: c.candidates[k] for c, k in zip(kept, width_pick)}
+            total += p * Arch(space, blocks, widths).macs
+    return total
+
+
+@pytest.mark.parametrize("shortcut", ["zero_pad", "projection"])
+@pytest.mark.parametrize("uniform", [True, False])
+def test_expected_macs_equals_brute_force_enumeration(shortcut, uniform):
+    # ResNet-14 with two widths per conv: 13 convs, depths {1,2} per stage: 16,000 networks
+    space = SearchSpace.cifar_resnet(14, shortcut=shortcut, width_tenths=(5, 10))
+    gen = torch.Generator().manual_seed(1)
+    # float64: rows summing to 1 within 1e-16, so that only the method can differ
+    w_logits = torch.zeros(13, 2) if uniform else torch.randn(13, 2, generator=gen)
+    d_logits = torch.zeros(3, 2) if uniform else torch.randn(3, 2, generator=gen)
+    w_logits, d_logits = w_logits.double(), d_logits.double()
+    wp, dp = w_logits.softmax(-1), d_logits.softmax(-1)
+    brute = enumerate_expectation(space, wp.tolist(), dp.tolist())
+    assert expected_macs(space, wp, dp).item() == pytest.approx(brute, rel=1e-9)
+
+
+def test_uniform_logits_resnet20_matches_sampled_networks():
+    """Uniform distributions: E[MACs] is the mean MACs of networks drawn uniformly."""
+    space = SearchSpace.cifar_resnet(20)
+    net = tas.Supernet(space)
+    with torch.no_grad():
+        net.width_logits.zero_()
+        net.depth_logits.zero_()
+    rng = random.Random(0)
+    samples = [Arch.random(space, rng).macs for _ in range(4000)]
+    mean = sum(samples) / len(samples)
+    std_err = (sum((m - mean) ** 2 for m in samples) / len(samples)) ** 0.5 / len(samples) ** 0.5
+    assert abs(net.expected_macs().item() - mean) < 4 * std_err
+
+
+def test_expected_macs_gradient_reaches_only_logits():
+    net = tas.Supernet(SearchSpace.cifar_resnet(20))
+    net.expected_macs().backward()
+    assert net.width_logits.grad.abs().sum() > 0 and net.depth_logits.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.weight_parameters())
+    # more mass on wider candidates raises the cost
+    assert (net.width_logits.grad[:, -1] > net.width_logits.grad[:, 0]).all()
+
+
+def test_cost_loss_band():
+    e = torch.tensor(50.0, dtype=torch.float64, requires_grad=True)
+    target, tol = 100.0, 5.0
+    assert cost_loss(e, 97.0, target, tol).item() == 0.0  # inside [R - t, R]
+    assert cost_loss(e, 95.0, target, tol).item() == 0.0
+    assert cost_loss(e, 100.0, target, tol).item() == 0.0
+    assert cost_loss(e, 100.5, target, tol).item() == pytest.approx(math.log(50))  # over: shrink
+    assert cost_loss(e, 94.0, target, tol).item() == pytest.approx(-math.log(50))  # under: grow
+    cost_loss(e, torch.tensor(120.0), target, tol).backward()
+    assert e.grad.item() == pytest.approx(1 / 50)
