@@ -1,0 +1,1 @@
+"""Lightning systems and data for TAS."""

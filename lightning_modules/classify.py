@@ -1,0 +1,230 @@
+"""ClassifyModule: train a network built from an Arch, from scratch, optionally distilling from a
+teacher checkpoint (train.py trains the teacher; distill.py trains the found network with KD).
+
+The architecture is stored in the checkpoint (hyperparameter ``arch_record`` and the
+``tas_arch`` entry), so a checkpoint rebuilds its own network, and serves as a teacher, without
+the found.json it came from.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+import tas
+
+
+class TeacherError(ValueError):
+    """A teacher checkpoint that is missing, unreadable or not a train.py checkpoint."""
+
+
+def resolve_arch(spec: str, depth: int, num_classes: int, shortcut: str = "zero_pad") -> tas.Arch:
+    """``full``, ``uniform:R`` (width multiplier for R x full MACs), ``random:SEED`` or a path to
+    a found.json. A found.json brings its own depth; its classes must match the data's."""
+    space = tas.SearchSpace.cifar_resnet(depth, num_classes, shortcut=shortcut)
+    kind, _, value = spec.partition(":")
+    if spec == "full":
+        return tas.Arch.full(space)
+    if kind == "uniform" and value:
+        try:
+            ratio = float(value)
+        except ValueError:
+            raise ValueError(
+                f"--arch uniform:R needs a number R in (0, 1], got {value!r}"
+            ) from None
+        return tas.Arch.uniform(space, ratio)
+    if kind == "random" and value.isdigit():
+        return tas.Arch.random(space, random.Random(int(value)))
+    arch = tas.Arch.load(spec)
+    if arch.space.num_classes != num_classes:
+        raise tas.ArchFormatError(
+            f"{spec} is for {arch.space.num_classes} classes but the data set has {num_classes}"
+        )
+    return arch
+
+
+def load_teacher(path: str | Path) -> tuple[nn.Module, tas.Arch]:
+    """The network of a train.py checkpoint, weights loaded, in eval mode, with its Arch."""
+    path = Path(path)
+    if not path.is_file():
+        raise TeacherError(f"teacher checkpoint {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a truncated or foreign file
+        raise TeacherError(
+            f"teacher checkpoint {path} cannot be read ({type(err).__name__}): "
+            "not a checkpoint, or truncated"
+        ) from None
+    if not isinstance(ckpt, dict) or "tas_arch" not in ckpt or "state_dict" not in ckpt:
+        raise TeacherError(
+            f"{path} is not a train.py checkpoint (no network architecture in it); "
+            "pass a checkpoints/last.ckpt written by train.py"
+        )
+    try:
+        arch = tas.Arch.from_dict(ckpt["tas_arch"])
+    except tas.ArchFormatError as err:
+        raise TeacherError(f"teacher checkpoint {path}: {err}") from None
+    model = tas.build_model(arch)
+    prefix = "model."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise TeacherError(
+            f"teacher checkpoint {path}: its weights do not fit its network"
+        ) from None
+    return model.eval().requires_grad_(False), arch
+
+
+class ClassifyModule(pl.LightningModule):
+    """Train ``tas.build_model(arch)`` from scratch with cross-entropy, or with Hinton KD.
+
+    Args:
+        arch: ``full``, ``uniform:R``, ``random:SEED`` or a found.json path.
+        depth: ResNet depth for ``full`` / ``uniform`` / ``random`` (a found.json brings its own).
+        num_classes: classes of the data set (linked from the data module by the CLI).
+        shortcut: how identity blocks of different widths are joined ("zero_pad"/"projection").
+        teacher: a train.py checkpoint to distil from; None trains with cross-entropy only.
+        alpha, temperature: KD loss weight of the teacher term and softmax temperature.
+        lr, momentum, nesterov, weight_decay: SGD, cosine to 0 over the run.
+        channels_last: run convs in the channels-last memory layout.
+        arch_record: the resolved architecture (filled in automatically; read from checkpoints).
+    """
+
+    def __init__(
+        self,
+        arch: str = "full",
+        depth: int = 56,
+        num_classes: int = 10,
+        shortcut: str = "zero_pad",
+        teacher: str | None = None,
+        alpha: float = 0.9,
+        temperature: float = 4.0,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 5e-4,
+        channels_last: bool = False,
+        arch_record: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if arch_record is not None:
+            resolved = tas.Arch.from_dict(arch_record)
+        else:
+            resolved = resolve_arch(arch, depth, num_classes, shortcut)
+        self.save_hyperparameters()
+        self.hparams["arch_record"] = resolved.to_dict()
+        self.arch = resolved
+        self.model = tas.build_model(resolved)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.teacher_arch: tas.Arch | None = None
+        self._teacher: nn.Module | None = None  # not a submodule: not saved, not trained
+        if teacher:
+            self._teacher, self.teacher_arch = load_teacher(teacher)
+            self._check_teacher(teacher)
+        classes = resolved.space.num_classes
+        self.train_acc = MulticlassAccuracy(classes, average="micro")
+        self.val_acc = MulticlassAccuracy(classes, average="micro")
+        self.test_acc = MulticlassAccuracy(classes, average="micro")
+        self.teacher_test_acc: float | None = None
+
+    def _check_teacher(self, path: str) -> None:
+        t, s = self.teacher_arch.space, self.arch.space
+        if t.num_classes != s.num_classes:
+            raise TeacherError(
+                f"teacher {path} predicts {t.num_classes} classes, the student {s.num_classes}"
+            )
+        if (t.backbone, t.depth) != (s.backbone, s.depth):
+            raise TeacherError(
+                f"teacher {path} is {t.describe()} but the architecture is a pruned "
+                f"{s.describe()}: distil from the network that was searched"
+            )
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self._inputs(x))
+
+    # ------------------------------------------------------------ training
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        opt = torch.optim.SGD(
+            self.model.parameters(),
+            lr=hp.lr,
+            momentum=hp.momentum,
+            nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay,
+        )
+        total = max(1, self.trainer.estimated_stepping_batches)
+        cosine = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        if self._teacher is None:
+            return
+        self._teacher.to(self.device)
+        if self.hparams.channels_last:
+            self._teacher.to(memory_format=torch.channels_last)
+        if self.teacher_test_acc is None:
+            self.teacher_test_acc = self._evaluate_teacher()
+            pl.utilities.rank_zero_info(
+                f"teacher test accuracy: {100 * self.teacher_test_acc:.2f}%"
+            )
+
+    @torch.no_grad()
+    def _evaluate_teacher(self) -> float:
+        dm = self.trainer.datamodule
+        acc = MulticlassAccuracy(self.arch.space.num_classes, average="micro").to(self.device)
+        for x, y in dm.test_dataloader():
+            x, y = dm.transform_batch((x.to(self.device), y.to(self.device)), train=False)
+            acc.update(self._teacher(self._inputs(x)), y)
+        return float(acc.compute())
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        if self._teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self._teacher(self._inputs(x))
+            loss = tas.kd_loss(
+                logits, teacher_logits, y, self.hparams.alpha, self.hparams.temperature
+            )
+        else:
+            loss = F.cross_entropy(logits, y)
+        self.train_acc.update(logits, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log("lr", self.optimizers().param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_acc.update(self(x), y)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.test_acc.update(self(x), y)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    # ------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tas_arch"] = self.arch.to_dict()
+        checkpoint["tas_teacher_test_acc"] = self.teacher_test_acc
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.teacher_test_acc = checkpoint.get("tas_teacher_test_acc")

@@ -1,0 +1,290 @@
+"""The command line shared by train.py, train_search.py and distill.py: a LightningCLI with a run
+directory (``--out``), ``--resume``, loggers that never block, atomic checkpoints, and user
+errors reported as one line on stderr with exit code 2.
+
+Run directory layout::
+
+    OUT/config.yaml              the full configuration (re-run with --config OUT/config.yaml)
+    OUT/checkpoints/last.ckpt    written atomically after every epoch; --resume continues from it
+    OUT/logs/metrics.csv         every logged value, readable without W&B
+    OUT/wandb/                   the offline W&B run (upload later with `wandb sync OUT/wandb/...`)
+    OUT/found.json | results.json  the result, written last (a finished run has it)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from jsonargparse import ArgumentError
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+import tas
+from lightning_modules.classify import TeacherError
+from lightning_modules.data import CIFARDataModule, DataError
+from tas.arch import write_text_atomic
+
+# Spellings users type, mapped to the LightningCLI keys they stand for.
+ALIASES = {"--seed": "--seed_everything", "--arch": "--model.arch", "--teacher": "--model.teacher"}
+FLAGS = ("--resume", "--overwrite", "--debug")  # may be given bare: --resume == --resume=true
+LOGGERS = ("wandb", "csv", "false")
+
+
+class UsageError(ValueError):
+    """A command-line or run-directory problem the user can fix."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+USER_ERRORS = (ValueError, ArgumentError, DataError, TeacherError, NonFiniteLossError)
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """Apply ALIASES and turn bare FLAGS into ``--flag=true``."""
+    out = []
+    for i, arg in enumerate(argv):
+        key, eq, value = arg.partition("=")
+        key = ALIASES.get(key, key)
+        if key in FLAGS and not eq:
+            nxt = argv[i + 1].lower() if i + 1 < len(argv) else ""
+            if nxt not in ("true", "false"):
+                out.append(f"{key}=true")
+                continue
+        out.append(f"{key}{eq}{value}")
+    return out
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temp file in the same folder and renamed into place, so a run
+    killed at any moment leaves the previous checkpoint whole."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class ResumeHint(Callback):
+    """Say how to continue when the run is interrupted (Ctrl-C) or stops on a bad loss."""
+
+    def __init__(self, command: str, out: Path) -> None:
+        self.command, self.out = command, out
+
+    def on_exception(
+        self, trainer: pl.Trainer, module: pl.LightningModule, err: BaseException
+    ) -> None:
+        if (
+            not isinstance(err, (KeyboardInterrupt, NonFiniteLossError))
+            or not trainer.is_global_zero
+        ):
+            return
+        last = self.out / "checkpoints" / "last.ckpt"
+        where = (
+            f"the last checkpoint ({last}) holds every finished epoch"
+            if last.exists()
+            else "no epoch had finished, so there is no checkpoint yet"
+        )
+        print(
+            f"\nStopped during epoch {trainer.current_epoch}: {where}. Resume with:\n"
+            f"  python {self.command} --out {self.out} --resume",
+            file=sys.stderr,
+        )
+
+
+class TASCLI(LightningCLI):
+    """LightningCLI with the project's conventions (see the module docstring)."""
+
+    def __init__(
+        self, model_class: type[pl.LightningModule], args: list[str], script: str, default_out: str
+    ) -> None:
+        self.script, self.default_out = script, default_out
+        super().__init__(
+            model_class,
+            CIFARDataModule,
+            args=args,
+            run=False,
+            save_config_callback=None,
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            parser_kwargs={"exit_on_error": False, "prog": script},
+        )
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument(
+            "--out",
+            type=str,
+            default=self.default_out,
+            help="run directory: config, checkpoints, logs and results",
+        )
+        parser.add_argument(
+            "--resume",
+            type=bool,
+            default=False,
+            help="continue the run in --out from checkpoints/last.ckpt",
+        )
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="start afresh in an --out that holds an earlier run",
+        )
+        parser.add_argument("--debug", type=bool, default=False, help="show tracebacks")
+        parser.add_argument(
+            "--logger",
+            type=str,
+            default="wandb",
+            help="wandb (offline unless WANDB_MODE says otherwise), csv, or false",
+        )
+        parser.add_argument("--wandb_project", type=str, default="tas-pruning")
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+
+    # ------------------------------------------------------------ run directory
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config
+        if cfg.logger not in LOGGERS:
+            raise UsageError(f"--logger must be one of {', '.join(LOGGERS)}, got {cfg.logger!r}")
+        out = Path(cfg.out)
+        last = out / "checkpoints" / "last.ckpt"
+        finished = [n for n in ("found.json", "results.json") if (out / n).exists()]
+        if cfg.resume and cfg.overwrite:
+            raise UsageError("--resume and --overwrite contradict each other: choose one")
+        if cfg.resume:
+            if not last.exists():
+                raise UsageError(
+                    f"--resume: no checkpoint at {last}; start the run without --resume"
+                )
+            if finished:
+                raise UsageError(f"--resume: the run in {out} has finished ({finished[0]} exists)")
+        elif cfg.overwrite:
+            for name in finished:
+                (out / name).unlink()
+            last.unlink(missing_ok=True)
+        elif finished or last.exists():
+            state = f"a finished run ({finished[0]})" if finished else "an unfinished run"
+            raise UsageError(
+                f"{out} holds {state}: pass --resume to continue it, --overwrite to "
+                "start afresh, or choose another --out"
+            )
+        self.out = out
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        kwargs.setdefault("default_root_dir", str(self.out))
+        kwargs["logger"] = self._loggers()
+        kwargs["plugins"] = [AtomicCheckpointIO()]
+        kwargs["callbacks"] = [
+            ModelCheckpoint(
+                dirpath=self.out / "checkpoints",
+                filename="epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+                save_last=True,
+                save_top_k=0,
+            ),
+            ResumeHint(self.script, self.out),
+            *self.extra_callbacks(),
+        ]
+        return super().instantiate_trainer(**kwargs)
+
+    def extra_callbacks(self) -> list[Callback]:
+        return []
+
+    def _loggers(self) -> list[Logger] | bool:
+        if self.config.logger == "false":
+            return False
+        loggers: list[Logger] = [CSVLogger(save_dir=str(self.out), name="logs", version="")]
+        if self.config.logger == "wandb":
+            os.environ.setdefault("WANDB_MODE", "offline")  # no login, no network, no prompt
+            os.environ.setdefault("WANDB_SILENT", "true")
+            id_file = self.out / "wandb" / "run_id"
+            run_id = (
+                id_file.read_text().strip() if self.config.resume and id_file.exists() else None
+            )
+            wandb_logger = WandbLogger(
+                save_dir=str(self.out),
+                project=self.config.wandb_project,
+                name=self.out.name,
+                id=run_id,
+                resume="allow" if run_id else None,
+            )
+            loggers.insert(0, wandb_logger)
+        return loggers
+
+    # ------------------------------------------------------------ running
+    def fit(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.out / "config.yaml", self.parser.dump(self.config, skip_none=False))
+        if self.trainer.is_global_zero:
+            for lg in self.trainer.loggers:
+                if isinstance(lg, WandbLogger):
+                    write_text_atomic(self.out / "wandb" / "run_id", lg.experiment.id + "\n")
+        ckpt = self.out / "checkpoints" / "last.ckpt" if self.config.resume else None
+        self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        if self.trainer.interrupted:
+            raise KeyboardInterrupt
+
+    def wandb(self) -> WandbLogger | None:
+        return next((lg for lg in self.trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+    def write_json(self, name: str, data: dict[str, Any]) -> Path:
+        path = self.out / name
+        write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+        return path
+
+
+def main(
+    cli_class: type[TASCLI],
+    model_class: type[pl.LightningModule],
+    script: str,
+    default_out: str,
+    finish: Callable[[TASCLI, float], None],
+    argv: list[str] | None = None,
+) -> None:
+    """Parse, train, finish; user errors become one line on stderr and exit code 2."""
+    argv = normalise_argv(sys.argv[1:] if argv is None else argv)
+    debug = "--debug=true" in argv
+    start = time.time()
+    try:
+        cli = cli_class(model_class, argv, script, default_out)
+        cli.fit()
+        if cli.trainer.is_global_zero:
+            finish(cli, time.time() - start)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"{script}: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def describe_arch(arch: tas.Arch) -> dict[str, Any]:
+    """The numbers every result file and summary reports about a network."""
+    full = tas.Arch.full(arch.space).macs
+    return {
+        "macs": arch.macs,
+        "params": arch.params,
+        "full_macs": full,
+        "macs_reduction": round(1 - arch.macs / full, 4),
+        "blocks": list(arch.blocks),
+    }

@@ -1,0 +1,75 @@
+"""CIFAR data for TAS: loading, caching, stratified splits, batched augmentation and the
+Lightning ``CIFARDataModule``.
+
+Images are kept as one uint8 tensor ``(N, 3, 32, 32)`` per split. Loaders hand out whole uint8
+batches by tensor indexing (no per-image Python work), and augmentation (random crop with 4-pixel
+zero padding, horizontal flip, per-channel normalisation) runs on the batch after it reaches the
+device, in :meth:`CIFARDataModule.on_after_batch_transfer`.
+
+Sources ``load_split`` understands:
+
+* a torchvision CIFAR root: a folder holding ``cifar-10-batches-py/`` or ``cifar-100-python/``
+  (the pickles are parsed directly; CIFAR-100 uses the fine labels);
+* an ImageFolder directory holding ``train/<class>/<image>`` and ``test/<class>/<image>``;
+* a ``.tar.gz`` / ``.tgz`` / ``.tar`` archive of such an ImageFolder (or of the torchvision
+  pickles), read sequentially with :mod:`tarfile` without extracting anything to disk;
+* ``name="synthetic"``: a small seeded, learnable data set generated in memory (for tests).
+
+Decoded images are cached with ``torch.save`` under ``$TAS_CACHE_DIR`` (default
+``~/.cache/tas-pruning``), keyed by the source's absolute path, size and mtime, so the ~10 s JPEG
+decode of CIFAR-10 happens once; later loads read the cache in a fraction of a second.
+
+Nothing here imports from ``tas``: this package is pure data code.
+
+Modules: :mod:`.common` (names, errors, seeds), :mod:`.augment` (statistics, batch
+augmentation), :mod:`.decode` (pickle / ImageFolder / tar decoding), :mod:`.cache` (the decode
+cache), :mod:`.sources` (finding the data, ``load_split``, synthetic data), :mod:`.loaders`
+(subsets, splits, datasets, samplers) and :mod:`.module` (``CIFARDataModule``).
+"""
+
+from .augment import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    GpuAugment,
+    augment_batch,
+    dataset_stats,
+    normalize_batch,
+)
+from .augment import SYNTHETIC_MEAN as SYNTHETIC_MEAN  # public, though not in __all__
+from .augment import SYNTHETIC_STD as SYNTHETIC_STD
+from .cache import default_cache_dir
+from .common import DATASET_NAMES, DataError, DataNotFoundError
+from .loaders import (
+    EpochShuffleSampler,
+    TensorBatchDataset,
+    passthrough_collate,
+    split_per_class,
+    stratified_subset,
+)
+from .module import CIFARDataModule
+from .sources import load_split, make_synthetic
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "DATASET_NAMES",
+    "CIFARDataModule",
+    "DataError",
+    "DataNotFoundError",
+    "EpochShuffleSampler",
+    "GpuAugment",
+    "TensorBatchDataset",
+    "augment_batch",
+    "dataset_stats",
+    "default_cache_dir",
+    "load_split",
+    "make_synthetic",
+    "normalize_batch",
+    "passthrough_collate",
+    "split_per_class",
+    "stratified_subset",
+]

@@ -1,0 +1,70 @@
+"""Pictures of the search: heatmaps of every width distribution and every depth distribution,
+drawn each epoch, logged to W&B and kept as OUT/distributions.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+from pytorch_lightning.callbacks import Callback  # noqa: E402
+from pytorch_lightning.loggers import WandbLogger  # noqa: E402
+
+import tas  # noqa: E402
+
+
+def distribution_figure(net: tas.Supernet, title: str = "") -> plt.Figure:
+    """Width probabilities (conv x candidate rank) beside depth probabilities (stage x choice)."""
+    space = net.space
+    with torch.no_grad():
+        widths = net.width_probs().float().cpu()  # (num_convs, M)
+        depths = net.depth_probs().float().cpu()  # (num_stages, D)
+    names = [c.name for c in space.convs()]
+    height = max(4.0, 0.12 * len(names) + 1.5)
+    fig, (ax_w, ax_d) = plt.subplots(
+        1,
+        2,
+        figsize=(11, height),
+        gridspec_kw={"width_ratios": [widths.shape[1], depths.shape[1] + 2]},
+    )
+    im = ax_w.imshow(widths, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax_w.set_title("width: P(candidate) per conv")
+    ax_w.set_xlabel("candidate (narrow -> full width)")
+    step = max(1, len(names) // 40)
+    ax_w.set_yticks(
+        range(0, len(names), step), [names[i] for i in range(0, len(names), step)], fontsize=6
+    )
+    ax_d.imshow(depths, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax_d.set_title("depth: P(blocks kept)")
+    choices = space.stages[0].depth_choices
+    ax_d.set_xticks(range(len(choices)), [str(c) for c in choices], fontsize=7)
+    ax_d.set_yticks(range(len(space.stages)), [s.name for s in space.stages])
+    fig.colorbar(im, ax=[ax_w, ax_d], fraction=0.03)
+    fig.suptitle(title)
+    return fig
+
+
+class DistributionPlots(Callback):
+    """After every validation epoch of a search: draw the distributions, save, log to W&B."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.path = Path(out) / "distributions.png"
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        fig = distribution_figure(
+            module.net, f"epoch {trainer.current_epoch}, tau {module.net.tau:.3g}"
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(".distributions.tmp.png")
+        fig.savefig(tmp, dpi=80)
+        tmp.replace(self.path)
+        for lg in trainer.loggers:
+            if isinstance(lg, WandbLogger):
+                lg.log_image("search/distributions", [fig], step=trainer.global_step)
+        plt.close(fig)

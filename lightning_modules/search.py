@@ -1,0 +1,243 @@
+"""SearchModule: how the TAS search is trained (the method itself lives in `tas`).
+
+Every iteration takes one batch from each half of the training set: a weight step (SGD on
+cross-entropy, architecture logits frozen) on the first half, then an architecture step (Adam on
+cross-entropy + lambda * cost loss, weights frozen) on the second, each with fresh Gumbel draws,
+both in train mode. The temperature follows a per-epoch schedule. After every epoch the argmax
+architecture is derived and scored on the held-out architecture half; the module keeps the last
+one and the best one inside the MACs band [target - tolerance, target].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+import tas
+from tas.arch import check_ratio
+
+
+class SearchModule(pl.LightningModule):
+    """TAS search of a CIFAR ResNet under an expected-MACs budget.
+
+    Args:
+        depth: ResNet depth (20/32/56/110 basic, 164 bottleneck).
+        num_classes: classes of the data set (linked from the data module by the CLI).
+        ratio: target MACs as a fraction of the full network's, in (0, 1].
+        tolerance: width of the MACs band below the target, as a fraction of full MACs.
+        cost_weight: lambda, the weight of the cost loss in the architecture loss.
+        num_samples: I, distinct widths drawn per conv in each forward.
+        shortcut: "zero_pad" or "projection" for identity blocks whose widths differ.
+        tau_schedule / tau_start / tau_end: Gumbel temperature per epoch ("cosine" or "linear").
+        lr, momentum, nesterov, weight_decay: SGD for the weights (cosine to 0 over the run).
+        arch_lr, arch_beta1, arch_beta2, arch_weight_decay: Adam for the architecture logits.
+        select: which architecture found.json holds: "best" (best validation accuracy inside the
+            MACs band; the last one when no epoch was inside) or "last" (the authors' choice).
+        channels_last: run convs in the channels-last memory layout (faster on CPU and GPU).
+    """
+
+    def __init__(
+        self,
+        depth: int = 56,
+        num_classes: int = 10,
+        ratio: float = 0.47,
+        tolerance: float = 0.05,
+        cost_weight: float = 2.0,
+        num_samples: int = 2,
+        shortcut: str = "zero_pad",
+        tau_schedule: str = "cosine",
+        tau_start: float = 5.0,
+        tau_end: float = 0.1,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 5e-4,
+        arch_lr: float = 1e-3,
+        arch_beta1: float = 0.5,
+        arch_beta2: float = 0.999,
+        arch_weight_decay: float = 1e-3,
+        select: str = "best",
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        check_ratio(ratio)
+        if select not in ("best", "last"):
+            raise ValueError(f"select must be 'best' or 'last', got {select!r}")
+        if not 0 <= tolerance < ratio:
+            raise ValueError(f"tolerance must be in [0, ratio), got {tolerance}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.space = tas.SearchSpace.cifar_resnet(depth, num_classes, shortcut=shortcut)
+        self.net = tas.Supernet(self.space, num_samples=num_samples, tau=tau_start)
+        self.tau_schedule = tas.TauSchedule(tau_schedule, tau_start, tau_end)
+        self.full_macs = tas.Arch.full(self.space).macs
+        self.target_macs = ratio * self.full_macs
+        self.tolerance_macs = tolerance * self.full_macs
+        smallest = min_macs(self.space)
+        if smallest > self.target_macs:
+            raise ValueError(
+                f"ratio {ratio} asks for {self.target_macs / 1e6:.2f}M MACs but the smallest network "
+                f"in the search space has {smallest / 1e6:.2f}M ({smallest / self.full_macs:.3f})"
+            )
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.history: list[dict[str, Any]] = []  # one row per epoch: arch, MACs, val acc
+        self.best: dict[str, Any] | None = None  # the best in-band row so far
+
+    # ------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> tuple[list, list]:
+        hp = self.hparams
+        weights = torch.optim.SGD(
+            self.net.weight_parameters(),
+            lr=hp.lr,
+            momentum=hp.momentum,
+            nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay,
+        )
+        arch = torch.optim.Adam(
+            self.net.arch_parameters(),
+            lr=hp.arch_lr,
+            betas=(hp.arch_beta1, hp.arch_beta2),
+            weight_decay=hp.arch_weight_decay,
+        )
+        total = max(1, self.trainer.estimated_stepping_batches)
+        cosine = torch.optim.lr_scheduler.LambdaLR(
+            weights, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        )
+        return [weights, arch], [{"scheduler": cosine, "interval": "step"}]
+
+    def on_train_epoch_start(self) -> None:
+        self.net.set_tau(self.tau_schedule(self.current_epoch, self.trainer.max_epochs))
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    def training_step(
+        self, batch: dict[str, tuple[torch.Tensor, torch.Tensor]], batch_idx: int
+    ) -> None:
+        w_opt, a_opt = self.optimizers()
+        (xw, yw), (xa, ya) = batch["weights"], batch["arch"]
+        arch_params = self.net.arch_parameters()
+        weight_params = self.net.weight_parameters()
+
+        # weight step: cross-entropy on the weights' half; the logits get no gradient
+        set_requires_grad(arch_params, False)
+        ce = F.cross_entropy(self.net(self._inputs(xw)), yw)
+        w_opt.zero_grad(set_to_none=True)
+        self.manual_backward(ce)
+        w_opt.step()
+        set_requires_grad(arch_params, True)
+
+        # architecture step: cross-entropy on the other half + lambda * cost; weights frozen
+        set_requires_grad(weight_params, False)
+        arch_ce = F.cross_entropy(self.net(self._inputs(xa)), ya)
+        expected = self.net.expected_macs()
+        argmax = self.net.argmax_macs()
+        cost = tas.cost_loss(expected, argmax, self.target_macs, self.tolerance_macs)
+        a_opt.zero_grad(set_to_none=True)
+        self.manual_backward(arch_ce + self.hparams.cost_weight * cost.float())
+        a_opt.step()
+        set_requires_grad(weight_params, True)
+
+        self.lr_schedulers().step()
+        self.log_dict({"train/ce": ce, "search/arch_ce": arch_ce}, prog_bar=True)
+        self.log_dict(
+            {
+                "search/cost_loss": cost.float(),
+                "search/expected_macs": expected.float(),
+                "search/argmax_macs": argmax.float(),
+                "search/target_macs": float(self.target_macs),
+                "search/tau": self.net.tau,
+                "lr": w_opt.param_groups[0]["lr"],
+            }
+        )
+
+    # ------------------------------------------------------------ evaluation
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.val_acc.update(self.net.forward_argmax(self._inputs(x)), y)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = float(self.val_acc.compute())
+        self.val_acc.reset()
+        self.log("val/acc", acc, prog_bar=True, sync_dist=False)
+        if self.trainer.sanity_checking:
+            return
+        arch = self.net.derive()
+        low = self.target_macs - self.tolerance_macs
+        row = {
+            "epoch": self.current_epoch,
+            "val_acc": acc,
+            "macs": arch.macs,
+            "in_band": low <= arch.macs <= self.target_macs,
+            "tau": self.net.tau,
+            "arch": arch.to_dict(),
+        }
+        self.history.append(row)
+        if row["in_band"] and (self.best is None or acc >= self.best["val_acc"]):
+            self.best = row
+        self.log_dict(
+            {"search/derived_macs": float(arch.macs), "search/in_band": float(row["in_band"])}
+        )
+        for s, blocks in enumerate(arch.blocks):
+            self.log(f"search/blocks_stage{s + 1}", float(blocks))
+
+    # ------------------------------------------------------------ results
+    def chosen(self) -> tuple[tas.Arch, dict[str, Any]]:
+        """The architecture for found.json and the epoch row it came from."""
+        if not self.history:
+            raise RuntimeError("no epoch has finished: nothing to derive")
+        selected = "best" if self.hparams.select == "best" and self.best is not None else "last"
+        row = self.best if selected == "best" else self.history[-1]
+        arch = tas.Arch.from_dict(row["arch"])
+        arch.search.update(self.search_record(row, selected))
+        return arch, row
+
+    def search_record(self, row: dict[str, Any], selected: str) -> dict[str, Any]:
+        hp = self.hparams
+        return {
+            "method": "tas",
+            "ratio": hp.ratio,
+            "target_macs": int(self.target_macs),
+            "tolerance_macs": int(self.tolerance_macs),
+            "in_band": row["in_band"],
+            "selected": selected,
+            "epoch": row["epoch"],
+            "epochs": self.trainer.max_epochs if self._trainer is not None else None,
+            "val_acc": row["val_acc"],
+            "settings": {
+                k: hp[k]
+                for k in (
+                    "cost_weight",
+                    "num_samples",
+                    "tau_schedule",
+                    "tau_start",
+                    "tau_end",
+                    "lr",
+                    "arch_lr",
+                )
+            },
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tas_search"] = {"history": self.history, "best": self.best}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("tas_search", {})
+        self.history = state.get("history", [])
+        self.best = state.get("best")
+
+
+def set_requires_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+def min_macs(space: tas.SearchSpace) -> int:
+    """MACs of the smallest network the search can reach: fewest blocks, narrowest widths."""
+    blocks = tuple(stage.depth_choices[0] for stage in space.stages)
+    return tas.Arch(space, blocks, {c.name: c.candidates[0] for c in space.kept_convs(blocks)}).macs

@@ -1,0 +1,72 @@
+"""TAS search: learn width and depth distributions under a MACs budget, write found.json.
+
+    python train_search.py                                   # CIFAR-10, ResNet-56, ratio 0.47
+    python train_search.py --config configs/search/cpu_resnet20_cifar10.yaml --out runs/s20
+    python train_search.py --out runs/s20 --resume           # continue after an interruption
+
+Every option: python train_search.py --help
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_modules.cli import TASCLI, describe_arch, main
+from lightning_modules.plots import DistributionPlots
+from lightning_modules.search import SearchModule
+
+
+class SearchCLI(TASCLI):
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.set_defaults({"trainer.max_epochs": 600, "trainer.log_every_n_steps": 10})
+
+    def before_instantiate_classes(self) -> None:
+        super().before_instantiate_classes()
+        self.config.data.search_split = True  # weights and architecture learn on separate halves
+
+    def extra_callbacks(self) -> list:
+        return [DistributionPlots(self.out)]
+
+
+def finish(cli: SearchCLI, seconds: float) -> None:
+    module: SearchModule = cli.model
+    arch, row = module.chosen()
+    path = cli.out / "found.json"
+    arch.save(path)
+    last = module.history[-1]
+    summary = {
+        **describe_arch(arch),
+        "target_macs": int(module.target_macs),
+        "band_macs": [int(module.target_macs - module.tolerance_macs), int(module.target_macs)],
+        "in_band": row["in_band"],
+        "selected": arch.search["selected"],
+        "val_acc": row["val_acc"],
+        "last_epoch_macs": last["macs"],
+        "epochs": len(module.history),
+        "wall_time_s": round(seconds, 1),
+    }
+    cli.write_json("search_summary.json", summary)
+    band = "inside" if row["in_band"] else "OUTSIDE"
+    print(
+        f"\nfound.json: {path}\n  {arch.summary()}\n"
+        f"  target {module.target_macs / 1e6:.2f}M MACs, band "
+        f"[{summary['band_macs'][0] / 1e6:.2f}M, {summary['band_macs'][1] / 1e6:.2f}M]: {band}"
+        f" ({summary['selected']} epoch {row['epoch']}, arch-half accuracy {100 * row['val_acc']:.2f}%)"
+    )
+    if not row["in_band"]:
+        print(
+            "  no epoch's architecture landed inside the band: search longer, or check --model.ratio"
+        )
+    wandb_logger = cli.wandb()
+    if wandb_logger is not None:
+        import wandb
+
+        artifact = wandb.Artifact("found-arch", type="architecture", metadata=summary)
+        artifact.add_file(str(path))
+        wandb_logger.experiment.log_artifact(artifact)
+        wandb_logger.experiment.summary.update({f"found/{k}": v for k, v in summary.items()})
+
+
+if __name__ == "__main__":
+    main(SearchCLI, SearchModule, "train_search.py", "runs/search", finish)
