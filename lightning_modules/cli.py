@@ -24,7 +24,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from jsonargparse import ArgumentError
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -81,6 +81,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class LastCheckpoint(Callback):
+    """After every training epoch (its validation included), save the whole training state to
+    one file (atomically, through AtomicCheckpointIO): what --resume continues from."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            trainer.save_checkpoint(self.path)
 
 
 class ResumeHint(Callback):
@@ -191,13 +203,7 @@ class TASCLI(LightningCLI):
         kwargs["logger"] = self._loggers()
         kwargs["plugins"] = [AtomicCheckpointIO()]
         kwargs["callbacks"] = [
-            ModelCheckpoint(
-                dirpath=self.out / "checkpoints",
-                filename="epoch{epoch:03d}",
-                auto_insert_metric_name=False,
-                save_last=True,
-                save_top_k=0,
-            ),
+            LastCheckpoint(self.out / "checkpoints" / "last.ckpt"),
             ResumeHint(self.script, self.out),
             *self.extra_callbacks(),
         ]

@@ -11,6 +11,7 @@ one and the best one inside the MACs band [target - tolerance, target].
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import pytorch_lightning as pl
@@ -112,6 +113,10 @@ class SearchModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.net.set_tau(self.tau_schedule(self.current_epoch, self.trainer.max_epochs))
+        # Gumbel draws come from the global generator: reseed it from (seed, epoch) so that a run
+        # resumed at an epoch boundary draws exactly what the uninterrupted run drew.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(seed * 1_000_003 + self.current_epoch)
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x

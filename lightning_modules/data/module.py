@@ -47,6 +47,7 @@ class CIFARDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         train_subset: int | None = None,
         val_subset: int | None = None,
+        test_subset: int | None = None,
         search_split: bool = False,
         num_workers: int = 0,
         seed: int = 0,
@@ -65,6 +66,8 @@ class CIFARDataModule(pl.LightningDataModule):
                 (None: all).
             val_subset: validate on a class-stratified subset of this many images of the
                 validation set (None: all).
+            test_subset: test on a class-stratified subset of this many test images (None:
+                all; for smoke runs only: reported accuracies use the whole test set).
             search_split: split the training set 50/50 per class into a weight half and an
                 architecture half, for TAS search.
             num_workers: ``DataLoader`` worker processes (indexing a tensor is cheap; 0 is
@@ -81,6 +84,7 @@ class CIFARDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.train_subset = train_subset
         self.val_subset = val_subset
+        self.test_subset = test_subset
         self.search_split = search_split
         self.num_workers = num_workers
         self.seed = seed
@@ -214,7 +218,11 @@ class CIFARDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """The test set, unshuffled."""
         self._require_setup()
-        return self._loader(TensorBatchDataset(self.test_images, self.test_labels), train=False)
+        index = None
+        if self.test_subset is not None:
+            index = stratified_subset(self.test_labels, self.test_subset, self.seed)
+        dataset = TensorBatchDataset(self.test_images, self.test_labels, index)
+        return self._loader(dataset, train=False)
 
     def predict_dataloader(self) -> DataLoader:
         """Same as :meth:`test_dataloader`."""
