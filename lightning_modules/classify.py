@@ -20,6 +20,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 import tas
+from lightning_modules.errors import check_finite
 
 
 class TeacherError(ValueError):
@@ -205,6 +206,7 @@ class ClassifyModule(pl.LightningModule):
             )
         else:
             loss = F.cross_entropy(logits, y)
+        check_finite(loss, "the training loss", self.current_epoch, batch_idx)
         self.train_acc.update(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)

@@ -14,6 +14,7 @@ Run directory layout::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -32,20 +33,13 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 import tas
 from lightning_modules.classify import TeacherError
 from lightning_modules.data import CIFARDataModule, DataError
+from lightning_modules.errors import NonFiniteLossError, UsageError
 from tas.arch import write_text_atomic
 
 # Spellings users type, mapped to the LightningCLI keys they stand for.
 ALIASES = {"--seed": "--seed_everything", "--arch": "--model.arch", "--teacher": "--model.teacher"}
 FLAGS = ("--resume", "--overwrite", "--debug")  # may be given bare: --resume == --resume=true
 LOGGERS = ("wandb", "csv", "false")
-
-
-class UsageError(ValueError):
-    """A command-line or run-directory problem the user can fix."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 USER_ERRORS = (ValueError, ArgumentError, DataError, TeacherError, NonFiniteLossError)
@@ -96,7 +90,7 @@ class LastCheckpoint(Callback):
 
 
 class ResumeHint(Callback):
-    """Say how to continue when the run is interrupted (Ctrl-C) or stops on a bad loss."""
+    """Say how to continue when the run is interrupted (Ctrl-C)."""
 
     def __init__(self, command: str, out: Path) -> None:
         self.command, self.out = command, out
@@ -126,7 +120,11 @@ class TASCLI(LightningCLI):
     """LightningCLI with the project's conventions (see the module docstring)."""
 
     def __init__(
-        self, model_class: type[pl.LightningModule], args: list[str], script: str, default_out: str
+        self,
+        model_class: type[pl.LightningModule],
+        args: list[str] | None,
+        script: str,
+        default_out: str,
     ) -> None:
         self.script, self.default_out = script, default_out
         super().__init__(
@@ -202,6 +200,7 @@ class TASCLI(LightningCLI):
         kwargs.setdefault("default_root_dir", str(self.out))
         kwargs["logger"] = self._loggers()
         kwargs["plugins"] = [AtomicCheckpointIO()]
+        kwargs["enable_checkpointing"] = False  # LastCheckpoint below is the one checkpoint
         kwargs["callbacks"] = [
             LastCheckpoint(self.out / "checkpoints" / "last.ckpt"),
             ResumeHint(self.script, self.out),
@@ -264,11 +263,13 @@ def main(
     argv: list[str] | None = None,
 ) -> None:
     """Parse, train, finish; user errors become one line on stderr and exit code 2."""
+    route_info_logs_to_stdout()
     argv = normalise_argv(sys.argv[1:] if argv is None else argv)
     debug = "--debug=true" in argv
     start = time.time()
     try:
-        cli = cli_class(model_class, argv, script, default_out)
+        sys.argv[1:] = argv  # LightningCLI reads sys.argv; passing args too makes it warn
+        cli = cli_class(model_class, None, script, default_out)
         cli.fit()
         if cli.trainer.is_global_zero:
             finish(cli, time.time() - start)
@@ -277,6 +278,16 @@ def main(
             raise
         print(f"{script}: error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+def route_info_logs_to_stdout() -> None:
+    """Lightning's progress notes go to stdout, so that stderr holds warnings and errors only
+    (a failed run then shows its one-line error alone there)."""
+    handler = logging.StreamHandler(sys.stdout)
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        log = logging.getLogger(name)
+        log.handlers = [handler]
+        log.propagate = False
 
 
 def one_line(err: BaseException) -> str:

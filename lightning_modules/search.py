@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 import tas
+from lightning_modules.errors import check_finite
 from tas.arch import check_ratio
 
 
@@ -69,8 +70,8 @@ class SearchModule(pl.LightningModule):
         check_ratio(ratio)
         if select not in ("best", "last"):
             raise ValueError(f"select must be 'best' or 'last', got {select!r}")
-        if not 0 <= tolerance < ratio:
-            raise ValueError(f"tolerance must be in [0, ratio), got {tolerance}")
+        if tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {tolerance}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.space = tas.SearchSpace.cifar_resnet(depth, num_classes, shortcut=shortcut)
@@ -132,6 +133,7 @@ class SearchModule(pl.LightningModule):
         # weight step: cross-entropy on the weights' half; the logits get no gradient
         set_requires_grad(arch_params, False)
         ce = F.cross_entropy(self.net(self._inputs(xw)), yw)
+        check_finite(ce, "the weight step's loss", self.current_epoch, batch_idx)
         w_opt.zero_grad(set_to_none=True)
         self.manual_backward(ce)
         w_opt.step()
@@ -143,6 +145,7 @@ class SearchModule(pl.LightningModule):
         expected = self.net.expected_macs()
         argmax = self.net.argmax_macs()
         cost = tas.cost_loss(expected, argmax, self.target_macs, self.tolerance_macs)
+        check_finite(arch_ce, "the architecture step's loss", self.current_epoch, batch_idx)
         a_opt.zero_grad(set_to_none=True)
         self.manual_backward(arch_ce + self.hparams.cost_weight * cost.float())
         a_opt.step()
