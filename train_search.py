@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_modules.cli import TASCLI, describe_arch, main
+from lightning_modules.distributed import SearchDDPStrategy
 from lightning_modules.plots import DistributionPlots
 from lightning_modules.search import SearchModule
 
@@ -24,6 +25,11 @@ class SearchCLI(TASCLI):
     def before_instantiate_classes(self) -> None:
         super().before_instantiate_classes()
         self.config.data.search_split = True  # weights and architecture learn on separate halves
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        if self.config.trainer.strategy == "ddp":  # the search's two backward passes: see
+            kwargs["strategy"] = SearchDDPStrategy()  # lightning_modules/distributed.py
+        return super().instantiate_trainer(**kwargs)
 
     def extra_callbacks(self) -> list:
         return [DistributionPlots(self.out)]

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 import tas
+from lightning_modules.distributed import average_gradients, same_on_all_ranks
 from lightning_modules.errors import check_finite
 from tas.arch import check_ratio
 
@@ -136,6 +137,7 @@ class SearchModule(pl.LightningModule):
         check_finite(ce, "the weight step's loss", self.current_epoch, batch_idx)
         w_opt.zero_grad(set_to_none=True)
         self.manual_backward(ce)
+        average_gradients(weight_params)
         w_opt.step()
         set_requires_grad(arch_params, True)
 
@@ -148,6 +150,7 @@ class SearchModule(pl.LightningModule):
         check_finite(arch_ce, "the architecture step's loss", self.current_epoch, batch_idx)
         a_opt.zero_grad(set_to_none=True)
         self.manual_backward(arch_ce + self.hparams.cost_weight * cost.float())
+        average_gradients(arch_params)
         a_opt.step()
         set_requires_grad(weight_params, True)
 
@@ -188,6 +191,10 @@ class SearchModule(pl.LightningModule):
         self.history.append(row)
         if row["in_band"] and (self.best is None or acc >= self.best["val_acc"]):
             self.best = row
+        arch_logits = torch.cat([p.detach().flatten() for p in self.net.arch_parameters()])
+        if not same_on_all_ranks(arch_logits):
+            raise RuntimeError("architecture parameters differ between ranks")
+        self.log("search/arch_synced", 1.0)
         self.log_dict(
             {"search/derived_macs": float(arch.macs), "search/in_band": float(row["in_band"])}
         )
