@@ -31,6 +31,8 @@ def finish(cli: TASCLI, seconds: float) -> None:
     """Test the final weights, write results.json, print the summary."""
     module: ClassifyModule = cli.model
     metrics = cli.trainer.test(module, datamodule=cli.datamodule, verbose=False)[0]
+    if not cli.trainer.is_global_zero:
+        return
     results = {
         "test_acc": metrics["test/acc"],
         **describe_arch(module.arch),

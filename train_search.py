@@ -36,6 +36,8 @@ class SearchCLI(TASCLI):
 
 
 def finish(cli: SearchCLI, seconds: float) -> None:
+    if not cli.trainer.is_global_zero:
+        return
     module: SearchModule = cli.model
     arch, row = module.chosen()
     path = cli.out / "found.json"

@@ -271,8 +271,7 @@ def main(
         sys.argv[1:] = argv  # LightningCLI reads sys.argv; passing args too makes it warn
         cli = cli_class(model_class, None, script, default_out)
         cli.fit()
-        if cli.trainer.is_global_zero:
-            finish(cli, time.time() - start)
+        finish(cli, time.time() - start)  # on every rank: it may run collective steps
     except USER_ERRORS as err:
         if debug:
             raise
