@@ -68,3 +68,64 @@ class DistributionPlots(Callback):
             if isinstance(lg, WandbLogger):
                 lg.log_image("search/distributions", [fig], step=trainer.global_step)
         plt.close(fig)
+
+
+def search_curves_figure(metrics_csv: str | Path, title: str = "") -> plt.Figure:
+    """The search's curves from a run's logs/metrics.csv (no W&B needed): expected and argmax
+    MACs against the target band, the cost loss, the temperature, the losses and accuracy."""
+    import csv
+
+    with open(metrics_csv) as f:
+        rows = list(csv.DictReader(f))
+
+    def series(key: str) -> tuple[list[float], list[float]]:
+        pts = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    ax = axes[0, 0]
+    for key, label in (("search/expected_macs", "expected MACs"),
+                       ("search/argmax_macs", "argmax MACs")):
+        s, v = series(key)
+        ax.plot(s, [m / 1e6 for m in v], label=label, lw=1)
+    s, v = series("search/target_macs")
+    if v:
+        tol = next((float(r["search/target_macs"]) for r in rows if r.get("search/target_macs")), 0)
+        ax.axhline(v[0] / 1e6, color="k", ls="--", lw=1, label="target")
+        s_d, v_d = series("search/derived_macs")
+        ax.plot(s_d, [m / 1e6 for m in v_d], "o", ms=3, label="derived per epoch")
+        del tol
+    ax.set_ylabel("MACs (M)")
+    ax.legend(fontsize=8)
+    ax.set_title("MACs vs target")
+    ax = axes[0, 1]
+    s, v = series("search/cost_loss")
+    ax.plot(s, v, lw=1, label="cost loss")
+    ax2 = ax.twinx()
+    s, v = series("search/tau")
+    ax2.plot(s, v, color="tab:red", lw=1, label="tau")
+    ax.set_title("cost loss (blue), Gumbel tau (red)")
+    ax = axes[1, 0]
+    for key, label in (("train/ce", "weight-step CE"), ("search/arch_ce", "arch-step CE")):
+        s, v = series(key)
+        ax.plot(s, v, lw=1, label=label)
+    ax.legend(fontsize=8)
+    ax.set_title("cross-entropy")
+    ax.set_xlabel("step")
+    ax = axes[1, 1]
+    s, v = series("val/acc")
+    ax.plot(s, [100 * a for a in v], "o-", ms=3)
+    ax.set_title("derived network, accuracy on the architecture half (%)")
+    ax.set_xlabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+if __name__ == "__main__":  # python -m lightning_modules.plots RUN_DIR [OUT.png]
+    import sys
+
+    run = Path(sys.argv[1])
+    target = Path(sys.argv[2]) if len(sys.argv) > 2 else run / "search_curves.png"
+    search_curves_figure(run / "logs" / "metrics.csv", f"TAS search: {run}").savefig(target, dpi=90)
+    print(target)

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 import tas
 from lightning_modules.distributed import average_gradients, same_on_all_ranks
 from lightning_modules.errors import check_finite
 from tas.arch import check_ratio
+from tas.search import search_step
+from tas.supernet import batch_statistics
 
 
 class SearchModule(pl.LightningModule):
@@ -128,39 +129,27 @@ class SearchModule(pl.LightningModule):
     ) -> None:
         w_opt, a_opt = self.optimizers()
         (xw, yw), (xa, ya) = batch["weights"], batch["arch"]
-        arch_params = self.net.arch_parameters()
-        weight_params = self.net.weight_parameters()
-
-        # weight step: cross-entropy on the weights' half; the logits get no gradient
-        set_requires_grad(arch_params, False)
-        ce = F.cross_entropy(self.net(self._inputs(xw)), yw)
-        check_finite(ce, "the weight step's loss", self.current_epoch, batch_idx)
-        w_opt.zero_grad(set_to_none=True)
-        self.manual_backward(ce)
-        average_gradients(weight_params)
-        w_opt.step()
-        set_requires_grad(arch_params, True)
-
-        # architecture step: cross-entropy on the other half + lambda * cost; weights frozen
-        set_requires_grad(weight_params, False)
-        arch_ce = F.cross_entropy(self.net(self._inputs(xa)), ya)
-        expected = self.net.expected_macs()
-        argmax = self.net.argmax_macs()
-        cost = tas.cost_loss(expected, argmax, self.target_macs, self.tolerance_macs)
-        check_finite(arch_ce, "the architecture step's loss", self.current_epoch, batch_idx)
-        a_opt.zero_grad(set_to_none=True)
-        self.manual_backward(arch_ce + self.hparams.cost_weight * cost.float())
-        average_gradients(arch_params)
-        a_opt.step()
-        set_requires_grad(weight_params, True)
-
+        losses = search_step(
+            self.net,
+            w_opt,
+            a_opt,
+            (self._inputs(xw), yw),
+            (self._inputs(xa), ya),
+            self.target_macs,
+            self.tolerance_macs,
+            self.hparams.cost_weight,
+            backward=self.manual_backward,
+            reduce_grads=average_gradients,
+        )
+        check_finite(losses.ce, "the weight step's loss", self.current_epoch, batch_idx)
+        check_finite(losses.arch_ce, "the architecture step's loss", self.current_epoch, batch_idx)
         self.lr_schedulers().step()
-        self.log_dict({"train/ce": ce, "search/arch_ce": arch_ce}, prog_bar=True)
+        self.log_dict({"train/ce": losses.ce, "search/arch_ce": losses.arch_ce}, prog_bar=True)
         self.log_dict(
             {
-                "search/cost_loss": cost.float(),
-                "search/expected_macs": expected.float(),
-                "search/argmax_macs": argmax.float(),
+                "search/cost_loss": losses.cost.float(),
+                "search/expected_macs": losses.expected_macs.float(),
+                "search/argmax_macs": losses.argmax_macs.float(),
                 "search/target_macs": float(self.target_macs),
                 "search/tau": self.net.tau,
                 "lr": w_opt.param_groups[0]["lr"],
@@ -170,7 +159,8 @@ class SearchModule(pl.LightningModule):
     # ------------------------------------------------------------ evaluation
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.val_acc.update(self.net.forward_argmax(self._inputs(x)), y)
+        with batch_statistics(self.net):  # see tas.supernet.batch_statistics
+            self.val_acc.update(self.net.forward_argmax(self._inputs(x)), y)
 
     def on_validation_epoch_end(self) -> None:
         acc = float(self.val_acc.compute())
@@ -245,11 +235,6 @@ class SearchModule(pl.LightningModule):
         state = checkpoint.get("tas_search", {})
         self.history = state.get("history", [])
         self.best = state.get("best")
-
-
-def set_requires_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
-    for p in params:
-        p.requires_grad_(flag)
 
 
 def min_macs(space: tas.SearchSpace) -> int:

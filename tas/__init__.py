@@ -10,6 +10,7 @@ from tas.cost import cost_loss, expected_macs
 from tas.cwi import channel_interpolate
 from tas.gumbel import TauSchedule, sample_candidates
 from tas.kd import kd_loss
+from tas.search import StepLosses, search_step
 from tas.space import SearchSpace
 from tas.supernet import Supernet
 
@@ -26,4 +27,6 @@ __all__ = [
     "expected_macs",
     "kd_loss",
     "sample_candidates",
+    "search_step",
+    "StepLosses",
 ]

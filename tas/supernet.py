@@ -17,7 +17,8 @@ the (num_convs, I) pick indices to the host once; nothing else syncs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -263,3 +264,25 @@ class Supernet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"space={self.space.describe()}, num_samples={self.num_samples}, tau={self.tau:.3g}"
+
+
+@contextlib.contextmanager
+def batch_statistics(net: nn.Module) -> Iterator[None]:
+    """Run ``net``'s BatchNorms on batch statistics without touching their running statistics.
+
+    The per-candidate running statistics of a supernet are gathered while widths are mixed, so
+    they describe the derived network poorly; scoring the derived network with the statistics
+    of each batch (batches of 100+ images) is the usual remedy for weight-sharing evaluation.
+    """
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum) for m in bns]
+    for m in bns:
+        m.train()
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield
+    finally:
+        for m, (training, momentum) in zip(bns, saved):
+            m.train(training)
+            m.momentum = momentum
+

@@ -129,3 +129,16 @@ def test_derive_picks_the_argmax():
     assert arch.blocks == (3, 3, 3)
     assert arch.widths["stem"] == 8 and arch.widths["stage3.block2.conv_b"] == 32
     assert len(arch.widths) == 1 + 9 * 2
+
+
+def test_batch_statistics_leaves_running_stats_alone():
+    net = Supernet(SearchSpace.cifar_resnet(20))
+    net.eval()
+    bn = net.stem.bns[-1]
+    before = bn.running_mean.clone()
+    x = torch.randn(16, 3, 32, 32) * 3 + 1
+    with tas.supernet.batch_statistics(net):
+        out = net.forward_argmax(x)
+        assert bn.training
+    assert not bn.training and torch.equal(bn.running_mean, before)
+    assert not torch.allclose(out, net.forward_argmax(x))  # eval mode uses running stats

@@ -1,0 +1,57 @@
+"""Timing helpers shared by the benchmarks: pinned threads, warm-up, interleaved repeats,
+medians, and a header naming the machine."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def setup(threads: int) -> str:
+    """Pin intra-op threads and return a one-line description of the machine."""
+    torch.set_num_threads(threads)
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        isa = [name for name in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if name in text]
+        flags = f", ISA {'/'.join(isa) or 'baseline'}"
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{datetime.date.today()}  {platform.node() or 'host'}: {cpu}{flags}, "
+            f"{threads} threads, torch {torch.__version__}, load avg {load:.2f} at start")
+
+
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, measured round-robin so that machine noise
+    hits every side alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    """A GitHub-markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

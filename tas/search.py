@@ -1,0 +1,77 @@
+"""One TAS search iteration: a weight step then an architecture step (first-order alternation).
+
+Shared by the Lightning system and the benchmarks, so that what is measured is what is run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from tas.cost import cost_loss
+from tas.supernet import Supernet
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (B, 3, H, W) float inputs, (B,) labels
+
+
+@dataclass
+class StepLosses:
+    ce: torch.Tensor  # weight step cross-entropy
+    arch_ce: torch.Tensor  # architecture step cross-entropy
+    cost: torch.Tensor  # the band cost loss (float64)
+    expected_macs: torch.Tensor  # E[MACs] (float64)
+    argmax_macs: torch.Tensor  # MACs of the current argmax network (float64)
+
+
+def _requires_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+def search_step(
+    net: Supernet,
+    weight_opt: torch.optim.Optimizer,
+    arch_opt: torch.optim.Optimizer,
+    weight_batch: Batch,
+    arch_batch: Batch,
+    target_macs: float,
+    tolerance_macs: float,
+    cost_weight: float = 2.0,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
+) -> StepLosses:
+    """Weight step (cross-entropy on ``weight_batch``; logits frozen), then architecture step
+    (cross-entropy on ``arch_batch`` + ``cost_weight`` * cost loss; weights frozen), each with
+    fresh Gumbel draws. Freezing the other group skips its gradient computation entirely.
+
+    ``backward`` runs a loss's backward pass (Lightning passes ``manual_backward``);
+    ``reduce_grads`` averages gradients across processes before each optimiser step.
+    """
+    arch_params, weight_params = net.arch_parameters(), net.weight_parameters()
+
+    _requires_grad(arch_params, False)
+    x, y = weight_batch
+    ce = F.cross_entropy(net(x), y)
+    weight_opt.zero_grad(set_to_none=True)
+    backward(ce)
+    if reduce_grads is not None:
+        reduce_grads(weight_params)
+    weight_opt.step()
+    _requires_grad(arch_params, True)
+
+    _requires_grad(weight_params, False)
+    x, y = arch_batch
+    arch_ce = F.cross_entropy(net(x), y)
+    expected = net.expected_macs()
+    argmax = net.argmax_macs()
+    cost = cost_loss(expected, argmax, target_macs, tolerance_macs)
+    arch_opt.zero_grad(set_to_none=True)
+    backward(arch_ce + cost_weight * cost.to(arch_ce.dtype))
+    if reduce_grads is not None:
+        reduce_grads(arch_params)
+    arch_opt.step()
+    _requires_grad(weight_params, True)
+    return StepLosses(ce.detach(), arch_ce.detach(), cost.detach(), expected.detach(), argmax)
