@@ -31,11 +31,15 @@ def setup(threads: int) -> str:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{datetime.date.today()}  {platform.node() or 'host'}: {cpu}{flags}, "
-            f"{threads} threads, torch {torch.__version__}, load avg {load:.2f} at start")
+    return (
+        f"{datetime.date.today()}  {platform.node() or 'host'}: {cpu}{flags}, "
+        f"{threads} threads, torch {torch.__version__}, load avg {load:.2f} at start"
+    )
 
 
-def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2
+) -> dict[str, float]:
     """Median seconds per call of each function, measured round-robin so that machine noise
     hits every side alike."""
     for fn in fns.values():

@@ -32,13 +32,18 @@ def make_fns(depth: int, batch: int, precision: str, channels_last: bool):
         full = full.to(memory_format=fmt)
 
     def batch_():
-        return (torch.randn(batch, 3, 32, 32).contiguous(memory_format=fmt),
-                torch.randint(0, 10, (batch,)))
+        return (
+            torch.randn(batch, 3, 32, 32).contiguous(memory_format=fmt),
+            torch.randint(0, 10, (batch,)),
+        )
 
     xw, xa = batch_(), batch_()
     target = 0.5 * tas.Arch.full(space).macs
-    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" \
+    amp = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if precision == "bf16"
         else contextlib.nullcontext
+    )
 
     def search() -> None:
         with amp():
@@ -69,11 +74,30 @@ def main() -> None:
         for batch in args.batches:
             for precision in args.precisions:
                 t = interleaved(make_fns(depth, batch, precision, args.channels_last), args.repeats)
-                rows.append([f"ResNet-{depth}", batch, precision, f"{t['plain']:.3f}",
-                             f"{t['search']:.3f}", f"**{t['search'] / t['plain']:.2f}**"])
+                rows.append(
+                    [
+                        f"ResNet-{depth}",
+                        batch,
+                        precision,
+                        f"{t['plain']:.3f}",
+                        f"{t['search']:.3f}",
+                        f"**{t['search'] / t['plain']:.2f}**",
+                    ]
+                )
                 print(rows[-1], flush=True)
-    print(table(["network", "batch", "precision", "plain step s", "search iteration s",
-                 "search / plain"], rows))
+    print(
+        table(
+            [
+                "network",
+                "batch",
+                "precision",
+                "plain step s",
+                "search iteration s",
+                "search / plain",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

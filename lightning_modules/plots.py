@@ -84,8 +84,10 @@ def search_curves_figure(metrics_csv: str | Path, title: str = "") -> plt.Figure
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     ax = axes[0, 0]
-    for key, label in (("search/expected_macs", "expected MACs"),
-                       ("search/argmax_macs", "argmax MACs")):
+    for key, label in (
+        ("search/expected_macs", "expected MACs"),
+        ("search/argmax_macs", "argmax MACs"),
+    ):
         s, v = series(key)
         ax.plot(s, [m / 1e6 for m in v], label=label, lw=1)
     s, v = series("search/target_macs")

@@ -285,4 +285,3 @@ def batch_statistics(net: nn.Module) -> Iterator[None]:
         for m, (training, momentum) in zip(bns, saved):
             m.train(training)
             m.momentum = momentum
-
