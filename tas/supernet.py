@@ -65,12 +65,34 @@ class SearchConv(nn.Module):
         y = F.conv2d(x, self.weight[:widest, : x.shape[1]], None, self.stride, self.padding)
         out = None
         for k, (i, c) in enumerate(zip(picks, widths)):
-            part = self.bns[i](y if c == widest else y[:, :c])  # (B, c, H', W')
+            scale = None if weights is None else weights[k]
+            part = _batch_norm(self.bns[i], y if c == widest else y[:, :c], scale)  # (B, c, H', W')
             part = channel_interpolate(part, widest)
-            if weights is not None:
-                part = part * weights[k]
             out = part if out is None else out + part
-        return F.relu(out) if self.relu else out
+        return F.relu(out, inplace=True) if self.relu else out
+
+
+def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """``bn(x) * scale`` with the scale folded into the affine parameters: the same numbers
+    for one pass over the activation less (the mixing weight is a scalar)."""
+    if scale is None:
+        return bn(x)
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum
+    if momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.training else 0.0
+    use_batch = bn.training or bn.running_mean is None
+    return F.batch_norm(
+        x,
+        bn.running_mean,
+        bn.running_var,
+        bn.weight * scale,
+        bn.bias * scale,
+        use_batch,
+        momentum,
+        bn.eps,
+    )
 
 
 class SearchBlock(nn.Module):

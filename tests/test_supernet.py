@@ -142,3 +142,17 @@ def test_batch_statistics_leaves_running_stats_alone():
         assert bn.training
     assert not bn.training and torch.equal(bn.running_mean, before)
     assert not torch.allclose(out, net.forward_argmax(x))  # eval mode uses running stats
+
+
+def test_folded_mixing_weight_equals_scaling_the_bn_output():
+    bn = nn.BatchNorm2d(8)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    twin = nn.BatchNorm2d(8)
+    twin.load_state_dict(bn.state_dict())
+    x, w = torch.randn(4, 8, 5, 5), torch.tensor(0.3)
+    folded = tas.supernet._batch_norm(bn, x, w)
+    torch.testing.assert_close(folded, twin(x) * w)
+    torch.testing.assert_close(bn.running_mean, twin.running_mean)
+    assert bn.num_batches_tracked == twin.num_batches_tracked == 1
