@@ -25,6 +25,14 @@ if kind == "search":
     target = 0.5 * tas.Arch.full(space).macs
     for _ in range(steps):
         tas.search_step(net, w, a, (x, y), (x, y), target, 0.1 * target)
+elif kind == "distill":  # a half-MACs student learning from the full network
+    model = tas.build_model(tas.Arch.uniform(space, 0.5))
+    teacher = tas.build_model(tas.Arch.full(space)).eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(steps):
+        with torch.no_grad():
+            t = teacher(x)
+        loss = tas.kd_loss(model(x), t, y); opt.zero_grad(); loss.backward(); opt.step()
 else:
     model = tas.build_model(tas.Arch.full(space))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -45,7 +53,7 @@ def main() -> None:
     rows = []
     for depth in args.depths:
         peak = {}
-        for kind in ("plain", "search"):
+        for kind in ("plain", "search", "distill"):
             code = CHILD.format(
                 threads=args.threads, depth=depth, batch=args.batch, kind=kind, steps=args.steps
             )
@@ -59,7 +67,8 @@ def main() -> None:
                 args.batch,
                 f"{peak['plain']:.2f}",
                 f"{peak['search']:.2f}",
-                "yes" if peak["search"] < 6 else "**no**",
+                f"{peak['distill']:.2f}",
+                "yes" if max(peak.values()) < 6 else "**no**",
             ]
         )
         print(rows[-1], flush=True)
@@ -70,7 +79,8 @@ def main() -> None:
                 "batch",
                 "plain training peak RSS GiB",
                 "search peak RSS GiB",
-                "search < 6 GB",
+                "distillation peak RSS GiB",
+                "all < 6 GB",
             ],
             rows,
         )

@@ -43,6 +43,8 @@ class SearchModule(pl.LightningModule):
         select: which architecture found.json holds: "best" (best validation accuracy inside the
             MACs band; the last one when no epoch was inside) or "last" (the authors' choice).
         channels_last: run convs in the channels-last memory layout (faster on CPU and GPU).
+        width_multiple: round every width candidate to a multiple of this (8: faster compact
+            networks per MAC on oneDNN/cuDNN; 1: the paper's candidates).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class SearchModule(pl.LightningModule):
         arch_weight_decay: float = 1e-3,
         select: str = "best",
         channels_last: bool = False,
+        width_multiple: int = 1,
     ) -> None:
         super().__init__()
         check_ratio(ratio)
@@ -76,7 +79,9 @@ class SearchModule(pl.LightningModule):
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.space = tas.SearchSpace.cifar_resnet(depth, num_classes, shortcut=shortcut)
+        self.space = tas.SearchSpace.cifar_resnet(
+            depth, num_classes, shortcut=shortcut, width_multiple=width_multiple
+        )
         self.net = tas.Supernet(self.space, num_samples=num_samples, tau=tau_start)
         self.tau_schedule = tas.TauSchedule(tau_schedule, tau_start, tau_end)
         self.full_macs = tas.Arch.full(self.space).macs

@@ -22,10 +22,19 @@ SHORTCUT_MODES = ("zero_pad", "projection")
 
 
 def width_candidates(
-    channels: int, tenths: tuple[int, ...] = WIDTH_RATIO_TENTHS
+    channels: int, tenths: tuple[int, ...] = WIDTH_RATIO_TENTHS, multiple: int = 1
 ) -> tuple[int, ...]:
-    """Candidate widths floor(C * r) for the ratios r = tenths / 10, sorted, duplicates removed."""
-    return tuple(sorted({max(1, channels * t // 10) for t in tenths}))
+    """Candidate widths floor(C * r) for the ratios r = tenths / 10, sorted, duplicates removed.
+
+    ``multiple`` > 1 rounds every candidate to the nearest multiple of it (at least ``multiple``,
+    at most C): channel counts that are multiples of 8 run faster per MAC on oneDNN and cuDNN.
+    """
+    widths = {max(1, channels * t // 10) for t in tenths}
+    if multiple > 1:
+        widths = {
+            min(channels, max(multiple, (w + multiple // 2) // multiple * multiple)) for w in widths
+        }
+    return tuple(sorted(widths))
 
 
 def depth_candidates(num_blocks: int) -> tuple[int, ...]:
@@ -113,6 +122,7 @@ class SearchSpace:
         block: str | None = None,
         shortcut: str = "zero_pad",
         width_tenths: tuple[int, ...] = WIDTH_RATIO_TENTHS,
+        width_multiple: int = 1,
     ) -> SearchSpace:
         """CIFAR ResNet (He et al. 2016): ``block="basic"`` for depth 6n+2 (20/32/56/110),
         ``"bottleneck"`` for depth 9n+2 (164). ``block=None`` picks bottleneck for 164 and 1001,
@@ -131,9 +141,8 @@ class SearchSpace:
             )
 
         def conv(name: str, channels: int, kernel: int, stride: int, relu: bool) -> ConvSpec:
-            return ConvSpec(
-                name, channels, width_candidates(channels, width_tenths), kernel, stride, relu
-            )
+            candidates = width_candidates(channels, width_tenths, width_multiple)
+            return ConvSpec(name, channels, candidates, kernel, stride, relu)
 
         stem = conv("stem", 16, 3, 1, True)
         in_width = 16

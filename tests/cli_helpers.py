@@ -37,14 +37,15 @@ def run_script(
     )
 
 
-def start_script(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+def start_script(
+    script: str, *args: str, env: dict[str, str] | None = None, capture: bool = False
+) -> subprocess.Popen:
+    """Start a script in the background; ``capture`` keeps its stderr (text) for the test."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE if capture else subprocess.DEVNULL,
+        text=True,
         env=script_env(env),
     )
-
-
-QUIET = ("--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")

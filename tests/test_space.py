@@ -71,3 +71,11 @@ def test_bad_depths_and_modes():
     with pytest.raises(ValueError):
         SearchSpace.from_name("mobilenet", 20, 10)
     assert SearchSpace.cifar_resnet(110, block="bottleneck").max_blocks == (12, 12, 12)
+
+
+def test_width_candidates_rounded_to_multiples():
+    assert width_candidates(16, multiple=8) == (8, 16)
+    assert width_candidates(32, multiple=8) == (8, 16, 24, 32)
+    assert width_candidates(64, multiple=8) == (16, 24, 32, 40, 48, 56, 64)
+    space = SearchSpace.cifar_resnet(20, width_multiple=8)
+    assert all(w % 8 == 0 for c in space.convs() for w in c.candidates)

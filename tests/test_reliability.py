@@ -1,0 +1,62 @@
+"""Repeatability and interruption: same seed, same results; Ctrl-C says how to resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+import torch
+
+from tests.cli_helpers import QUIET, run_script, start_script
+
+TINY = [
+    *QUIET,
+    "--logger=csv",
+    "--data.name=synthetic",
+    "--data.synthetic_train_size=256",
+    "--data.synthetic_test_size=128",
+    "--data.batch_size=64",
+    "--model.depth=20",
+]
+
+
+def final_weights(out) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_two_training_runs_with_one_seed_agree_bitwise(tmp_path):
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        run = run_script(
+            "train.py",
+            *TINY,
+            "--trainer.max_epochs=2",
+            f"--seed={seed}",
+            f"--out={tmp_path / name}",
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+    a, b, c = (final_weights(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed matters
+    acc = [json.loads((tmp_path / n / "results.json").read_text())["test_acc"] for n in "ab"]
+    assert acc[0] == acc[1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_and_resume_finishes(tmp_path):
+    args = [*TINY, "--data.synthetic_train_size=1024", "--trainer.max_epochs=4"]
+    out = tmp_path / "run"
+    proc = start_script("train_search.py", *args, f"--out={out}", capture=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "Resume with" in stderr and "--resume" in stderr
+    assert not (out / "found.json").exists()
+    resumed = run_script("train_search.py", *args, f"--out={out}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (out / "found.json").exists()
