@@ -8,7 +8,6 @@ the found.json it came from.
 
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 import tas
 from lightning_modules.errors import check_finite
+from lightning_modules.optim import sgd_with_cosine
 
 
 class TeacherError(ValueError):
@@ -158,18 +158,7 @@ class ClassifyModule(pl.LightningModule):
 
     # ------------------------------------------------------------ training
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        opt = torch.optim.SGD(
-            self.model.parameters(),
-            lr=hp.lr,
-            momentum=hp.momentum,
-            nesterov=hp.nesterov,
-            weight_decay=hp.weight_decay,
-        )
-        total = max(1, self.trainer.estimated_stepping_batches)
-        cosine = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-        )
+        opt, cosine = sgd_with_cosine(self.model.parameters(), self.hparams, self.trainer)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     def on_fit_start(self) -> None:

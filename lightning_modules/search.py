@@ -10,7 +10,6 @@ one and the best one inside the MACs band [target - tolerance, target].
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -21,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 import tas
 from lightning_modules.distributed import average_gradients, same_on_all_ranks
 from lightning_modules.errors import check_finite
+from lightning_modules.optim import sgd_with_cosine
 from tas.arch import check_ratio
 from tas.search import search_step
 from tas.supernet import batch_statistics
@@ -100,22 +100,12 @@ class SearchModule(pl.LightningModule):
     # ------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> tuple[list, list]:
         hp = self.hparams
-        weights = torch.optim.SGD(
-            self.net.weight_parameters(),
-            lr=hp.lr,
-            momentum=hp.momentum,
-            nesterov=hp.nesterov,
-            weight_decay=hp.weight_decay,
-        )
+        weights, cosine = sgd_with_cosine(self.net.weight_parameters(), hp, self.trainer)
         arch = torch.optim.Adam(
             self.net.arch_parameters(),
             lr=hp.arch_lr,
             betas=(hp.arch_beta1, hp.arch_beta2),
             weight_decay=hp.arch_weight_decay,
-        )
-        total = max(1, self.trainer.estimated_stepping_batches)
-        cosine = torch.optim.lr_scheduler.LambdaLR(
-            weights, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
         )
         return [weights, arch], [{"scheduler": cosine, "interval": "step"}]
 
