@@ -25,7 +25,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from jsonargparse import ArgumentError
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -200,9 +200,15 @@ class TASCLI(LightningCLI):
         kwargs.setdefault("default_root_dir", str(self.out))
         kwargs["logger"] = self._loggers()
         kwargs["plugins"] = [AtomicCheckpointIO()]
-        kwargs["enable_checkpointing"] = False  # LastCheckpoint below is the one checkpoint
         kwargs["callbacks"] = [
-            LastCheckpoint(self.out / "checkpoints" / "last.ckpt"),
+            ModelCheckpoint(
+                dirpath=self.out / "checkpoints",
+                filename="epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+                save_top_k=1,
+                save_last=True,
+                enable_version_counter=False,
+            ),
             ResumeHint(self.script, self.out),
             *self.extra_callbacks(),
         ]

@@ -111,10 +111,13 @@ class SearchModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.net.set_tau(self.tau_schedule(self.current_epoch, self.trainer.max_epochs))
-        # Gumbel draws come from the global generator: reseed it from (seed, epoch) so that a run
-        # resumed at an epoch boundary draws exactly what the uninterrupted run drew.
+        # The Gumbel draws get their own generator, reseeded from (seed, epoch): a run resumed at
+        # an epoch boundary then draws exactly what the uninterrupted run drew, whatever else
+        # (data loader start-up, for one) takes numbers from the global generator.
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        torch.manual_seed(seed * 1_000_003 + self.current_epoch)
+        self.net.generator = torch.Generator(self.device).manual_seed(
+            seed * 1_000_003 + self.current_epoch
+        )
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x

@@ -8,22 +8,29 @@ from dataclasses import dataclass
 import torch
 
 
-def gumbel_like(x: torch.Tensor) -> torch.Tensor:
+def gumbel_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """I.i.d. Gumbel(0, 1) noise with the shape, dtype and device of ``x``."""
-    return -torch.empty_like(x).exponential_().log()
+    return -torch.empty_like(x).exponential_(generator=generator).log()
 
 
 def noisy_logits(
-    logits: torch.Tensor, tau: float, mask: torch.Tensor | None = None
+    logits: torch.Tensor,
+    tau: float,
+    mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """z = (log_softmax(a) + g) / tau row-wise; entries outside ``mask`` get -inf."""
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf"))
-    return (logits.log_softmax(dim=-1) + gumbel_like(logits)) / tau
+    return (logits.log_softmax(dim=-1) + gumbel_like(logits, generator)) / tau
 
 
 def sample_candidates(
-    logits: torch.Tensor, tau: float, num_samples: int = 2, mask: torch.Tensor | None = None
+    logits: torch.Tensor,
+    tau: float,
+    num_samples: int = 2,
+    mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw ``num_samples`` distinct candidates per row and their mixing weights.
 
@@ -31,21 +38,24 @@ def sample_candidates(
     Returns indices (R, I), drawn without replacement from p = softmax(z) with no gradient, and
     weights (R, I) = softmax of z over the drawn entries, which carry the gradient to ``logits``.
     """
-    z = noisy_logits(logits, tau, mask)  # (R, M)
+    z = noisy_logits(logits, tau, mask, generator)  # (R, M)
     with torch.no_grad():
         probs = z.softmax(dim=-1) + 1e-7  # the floor keeps the draw valid when tau is tiny
         if mask is not None:
             probs = probs * mask
-        index = torch.multinomial(probs, num_samples, replacement=False)  # (R, I)
+        index = torch.multinomial(probs, num_samples, replacement=False, generator=generator)
     weights = z.gather(-1, index).softmax(dim=-1)  # (R, I)
     return index, weights
 
 
 def gumbel_softmax(
-    logits: torch.Tensor, tau: float, mask: torch.Tensor | None = None
+    logits: torch.Tensor,
+    tau: float,
+    mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """q = softmax((log_softmax(b) + g) / tau) row-wise: soft, no sampling, no straight-through."""
-    return noisy_logits(logits, tau, mask).softmax(dim=-1)
+    return noisy_logits(logits, tau, mask, generator).softmax(dim=-1)
 
 
 @dataclass(frozen=True)

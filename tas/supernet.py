@@ -146,6 +146,9 @@ class Supernet(nn.Module):
             raise ValueError(f"num_samples must be in 1..{fewest} (fewest candidates of a conv)")
         self.num_samples = num_samples
         self.tau = tau
+        # Source of the Gumbel noise and the width draws; None: the global generator. A run
+        # that must resume exactly gives the supernet its own, reseeded per epoch.
+        self.generator: torch.Generator | None = None
         rows = {c.name: r for r, c in enumerate(convs)}
 
         width = max(len(c.candidates) for c in convs)
@@ -251,9 +254,9 @@ class Supernet(nn.Module):
 
     def _sample(self) -> _Choice:
         index, weights = sample_candidates(
-            self.width_logits, self.tau, self.num_samples, self.width_mask
+            self.width_logits, self.tau, self.num_samples, self.width_mask, self.generator
         )
-        q = gumbel_softmax(self.depth_logits, self.tau, self.depth_mask)  # (S, D)
+        q = gumbel_softmax(self.depth_logits, self.tau, self.depth_mask, self.generator)  # (S, D)
         depth_picks = [list(range(len(s.depth_choices))) for s in self.space.stages]
         # index.tolist(): the single host sync, since the picked widths decide tensor shapes
         return _Choice(index.tolist(), weights.unbind(0), depth_picks, q.unbind(0))

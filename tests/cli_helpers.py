@@ -49,3 +49,6 @@ def start_script(
         text=True,
         env=script_env(env),
     )
+
+
+QUIET = ("--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")
