@@ -77,18 +77,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
-class LastCheckpoint(Callback):
-    """After every training epoch (its validation included), save the whole training state to
-    one file (atomically, through AtomicCheckpointIO): what --resume continues from."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            trainer.save_checkpoint(self.path)
-
-
 class ResumeHint(Callback):
     """Say how to continue when the run is interrupted (Ctrl-C)."""
 
