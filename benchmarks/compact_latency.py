@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 256])
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--onnx", action="store_true")
+    ap.add_argument("--only", default="", help="keep the networks whose name contains this")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -100,6 +101,7 @@ def main() -> None:
         archs[f"random {ratio}"] = random_in_band(space, ratio, seed=int(ratio * 10))
     for path in args.arch:
         archs[Path(path).parent.name or path] = tas.Arch.load(path)
+    archs = {name: arch for name, arch in archs.items() if args.only in name}
     backends = ["eager"] + (["compile"] if args.compile else []) + (["onnx"] if args.onnx else [])
     rows = []
     for backend in backends:
