@@ -65,6 +65,7 @@ class CompactNet(nn.Module):
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         plan = arch.plan()
+        self.space = arch.space  # not a module: which search space this network belongs to
         self.stem = ConvBN(plan.stem)
         self.stages = nn.Sequential(
             *(nn.Sequential(*(ResidualBlock(b) for b in stage)) for stage in plan.stages)
