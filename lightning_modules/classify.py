@@ -94,9 +94,15 @@ class ClassifyModule(pl.LightningModule):
         num_classes: classes of the data set (linked from the data module by the CLI).
         shortcut: how identity blocks of different widths are joined ("zero_pad"/"projection").
         teacher: a train.py checkpoint to distil from; None trains with cross-entropy only.
+        init: ``random`` (fresh weights) or ``inherit``: copy the kept filters' weights from
+            ``init_from`` (fine-tuning a pruned network); the filters kept are the found.json's
+            ``search.keep`` (written by prune.py), the first ``width`` of each conv otherwise.
+        init_from: a train.py checkpoint of the full network, for ``init: inherit``.
         alpha, temperature: KD loss weight of the teacher term and softmax temperature.
         lr, momentum, nesterov, weight_decay: SGD, cosine to 0 over the run.
         channels_last: run convs in the channels-last memory layout.
+        bn_l1: weight of an L1 penalty on every BatchNorm scale (Network Slimming's sparsity
+            training, Liu et al. 2017, who use 1e-4); 0 trains without it.
         arch_record: the resolved architecture (filled in automatically; read from checkpoints).
     """
 
@@ -107,6 +113,8 @@ class ClassifyModule(pl.LightningModule):
         num_classes: int = 10,
         shortcut: str = "zero_pad",
         teacher: str | None = None,
+        init: str = "random",
+        init_from: str | None = None,
         alpha: float = 0.9,
         temperature: float = 4.0,
         lr: float = 0.1,
@@ -114,6 +122,7 @@ class ClassifyModule(pl.LightningModule):
         nesterov: bool = True,
         weight_decay: float = 5e-4,
         channels_last: bool = False,
+        bn_l1: float = 0.0,
         arch_record: dict | None = None,
     ) -> None:
         super().__init__()
@@ -124,7 +133,7 @@ class ClassifyModule(pl.LightningModule):
         self.save_hyperparameters()
         self.hparams["arch_record"] = resolved.to_dict()
         self.arch = resolved
-        self.model = tas.build_model(resolved)
+        self.model = self._build(resolved, init, init_from, arch_record is not None)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.teacher_arch: tas.Arch | None = None
@@ -137,6 +146,25 @@ class ClassifyModule(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(classes, average="micro")
         self.test_acc = MulticlassAccuracy(classes, average="micro")
         self.teacher_test_acc: float | None = None
+
+    @staticmethod
+    def _build(arch: tas.Arch, init: str, init_from: str | None, restoring: bool) -> nn.Module:
+        if init not in ("random", "inherit"):
+            raise ValueError(f"init must be 'random' or 'inherit', got {init!r}")
+        if init == "random" or restoring:  # a checkpoint brings its own weights
+            return tas.build_model(arch)
+        if not init_from:
+            raise ValueError(
+                "init: inherit needs init_from, a train.py checkpoint of the full network"
+            )
+        source, source_arch = load_teacher(init_from)
+        if source_arch != tas.Arch.full(arch.space):
+            raise TeacherError(
+                f"init_from {init_from} is not the full {arch.space.describe()} the "
+                "architecture was pruned from"
+            )
+        keep = arch.search.get("keep", {})
+        return tas.build_model(arch, init_from=source.train(), keep=keep)
 
     def _check_teacher(self, path: str) -> None:
         t, s = self.teacher_arch.space, self.arch.space
@@ -195,6 +223,11 @@ class ClassifyModule(pl.LightningModule):
             )
         else:
             loss = F.cross_entropy(logits, y)
+        if self.hparams.bn_l1:
+            scales = [m.weight for m in self.model.modules() if isinstance(m, nn.BatchNorm2d)]
+            penalty = torch.stack([w.abs().sum() for w in scales]).sum()
+            self.log("train/bn_l1_penalty", penalty)
+            loss = loss + self.hparams.bn_l1 * penalty
         check_finite(loss, "the training loss", self.current_epoch, batch_idx)
         self.train_acc.update(logits, y)
         self.log("train/loss", loss, prog_bar=True)

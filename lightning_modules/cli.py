@@ -37,7 +37,13 @@ from lightning_modules.errors import NonFiniteLossError, UsageError
 from tas.arch import write_text_atomic
 
 # Spellings users type, mapped to the LightningCLI keys they stand for.
-ALIASES = {"--seed": "--seed_everything", "--arch": "--model.arch", "--teacher": "--model.teacher"}
+ALIASES = {
+    "--seed": "--seed_everything",
+    "--arch": "--model.arch",
+    "--teacher": "--model.teacher",
+    "--init": "--model.init",
+    "--init_from": "--model.init_from",
+}
 FLAGS = ("--resume", "--overwrite", "--debug")  # may be given bare: --resume == --resume=true
 LOGGERS = ("wandb", "csv", "false")
 

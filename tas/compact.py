@@ -6,6 +6,8 @@ whose MACs and parameters `Arch` reports. Nothing from the search is inherited b
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,9 +85,99 @@ class CompactNet(nn.Module):
         return self.head(x.mean(dim=(2, 3)))  # (B, classes)
 
 
-def build_model(arch: Arch) -> CompactNet:
-    """A plain compact network for ``arch`` with freshly initialised weights."""
-    return CompactNet(arch)
+def build_model(
+    arch: Arch,
+    init_from: CompactNet | None = None,
+    keep: Mapping[str, Sequence[int] | torch.Tensor] | None = None,
+) -> CompactNet:
+    """A plain compact network for ``arch``: freshly initialised weights, or, with ``init_from``
+    (a full network of the same space, e.g. a trained teacher), the weights of the filters it
+    keeps. See `inherit_weights` for ``keep``."""
+    model = CompactNet(arch)
+    if init_from is not None:
+        inherit_weights(model, arch, init_from, keep or {})
+    elif keep:
+        raise ValueError("keep= needs init_from=, the network whose filters are kept")
+    return model
+
+
+def _conv_bn(module: ConvBN) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    conv = next(m for m in module if isinstance(m, nn.Conv2d))
+    return conv, next(m for m in module if isinstance(m, nn.BatchNorm2d))
+
+
+@torch.no_grad()
+def _copy_conv_bn(dst: ConvBN, src: ConvBN, out_idx: torch.Tensor, in_idx: torch.Tensor) -> None:
+    (dconv, dbn), (sconv, sbn) = _conv_bn(dst), _conv_bn(src)
+    dconv.weight.copy_(sconv.weight[out_idx][:, in_idx])
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(dbn, name).copy_(getattr(sbn, name)[out_idx])
+    dbn.num_batches_tracked.copy_(sbn.num_batches_tracked)
+
+
+def inherit_weights(
+    model: CompactNet,
+    arch: Arch,
+    source: CompactNet,
+    keep: Mapping[str, Sequence[int] | torch.Tensor],
+) -> None:
+    """Copy into ``model`` (built from ``arch``) the weights of the filters it keeps from
+    ``source``, the full network of the same space; a stage keeps its first ``arch.blocks``.
+
+    ``keep[name]`` lists the source filters (output channels) a conv keeps, in order; a conv not
+    in ``keep`` keeps its first ``width`` filters. Every conv reads the channels its input
+    producer kept. Convs whose output joins a residual sum (the stem and each block's last conv)
+    must keep a prefix: compact residual sums align channels by position, so any other choice
+    would add unrelated channels together. Pruning methods therefore prune inside blocks only,
+    as Li et al. (2017) and Liu et al. (2017) do for ResNets.
+    """
+    full = Arch.full(arch.space)
+    if getattr(source, "space", None) != arch.space or count_params(source) != full.params:
+        raise ValueError(
+            f"init_from must be the full {arch.space.describe()} the architecture was pruned from"
+        )
+    unknown = set(keep) - set(arch.widths)
+    if unknown:
+        raise ValueError(f"keep names convs the architecture does not have: {sorted(unknown)}")
+
+    def kept(name: str, width: int, stream: bool) -> torch.Tensor:
+        idx = torch.as_tensor(keep.get(name, range(width)), dtype=torch.long)
+        if len(idx) != width:
+            raise ValueError(f"keep[{name!r}] lists {len(idx)} filters for a width of {width}")
+        if stream and not torch.equal(idx, torch.arange(width)):
+            raise ValueError(
+                f"keep[{name!r}]: {name} feeds a residual sum, so it must keep its first "
+                f"{width} filters"
+            )
+        return idx
+
+    plan = arch.plan()
+    stream = kept("stem", plan.stem.out_channels, True)
+    _copy_conv_bn(model.stem, source.stem, stream, torch.arange(plan.stem.in_channels))
+    for stage_plan, stage, src_stage in zip(plan.stages, model.stages, source.stages):
+        for block_plan, block, src_block in zip(stage_plan, stage, src_stage):
+            in_idx = torch.arange(block_plan.in_channels)
+            layers = list(zip(block_plan.convs, block.main, src_block.main))
+            for i, (layer, dst, src) in enumerate(layers):
+                out_idx = kept(layer.name, layer.out_channels, i == len(layers) - 1)
+                _copy_conv_bn(dst, src, out_idx, in_idx)
+                in_idx = out_idx
+            if block.shortcut is not None:
+                if src_block.shortcut is None:
+                    raise ValueError(
+                        f"{block_plan.name}: the compact block has a projection shortcut that "
+                        "the full network lacks; nothing to inherit it from"
+                    )
+                out_idx = torch.arange(block_plan.shortcut.out_channels)
+                block_in = torch.arange(block_plan.in_channels)
+                _copy_conv_bn(block.shortcut, src_block.shortcut, out_idx, block_in)
+    with torch.no_grad():
+        model.head.weight.copy_(source.head.weight[:, : plan.head_in])
+        model.head.bias.copy_(source.head.bias)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> int:

@@ -1,0 +1,1 @@
+"""Reproduction studies: whole protocols of several runs, resumable, with their reports."""

@@ -1,0 +1,121 @@
+"""The study's report: a markdown table per backbone and a plot of accuracy against MACs, from
+the results file that `studies.run` collects (studies/results/NAME.json).
+
+    python -m studies.run --config configs/study/resnet20_cifar10_cpu.yaml --report
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tas.arch import write_text_atomic  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = {
+    "tas": "TAS (search)",
+    "uniform": "Uniform width",
+    "random": "Random (in MACs band)",
+    "l1_norm": "L1-norm filters",
+    "slimming": "Network Slimming",
+}
+SCHEMES = {"kd": "KD", "scratch_e": "Scratch-E", "scratch_b": "Scratch-B", "fine_tune": "Fine-tune"}
+MARKERS = {"kd": "o", "scratch_e": "s", "scratch_b": "^", "fine_tune": "D"}
+
+
+def groups(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:
+    """Runs grouped by (method, scheme), in the table's order."""
+    out = []
+    for method in METHODS:
+        for scheme in SCHEMES:
+            rows = [r for r in runs if r["method"] == method and r["scheme"] == scheme]
+            if rows:
+                out.append((method, scheme, rows))
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def table(data: dict) -> str:
+    """One markdown table: a row per (method, scheme), the full networks first."""
+    head = (
+        "| Method | Scheme | MACs | MACs cut | Params | Top-1 % (mean ± std) | n | Epochs "
+        "| Wall min |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    names = {
+        "teacher": "Full network (teacher)",
+        "teacher_slimming": "Full network, BN-L1 (slimming teacher)",
+    }
+    for key, label in names.items():
+        t = data["teachers"].get(key)
+        if t:
+            lines.append(
+                f"| {label} | CE | {t['macs'] / 1e6:.2f}M | 0.0% | {t['params'] / 1e3:.1f}K | "
+                f"{100 * t['test_acc']:.2f} | 1 | {t['epochs']} | {t['wall_time_s'] / 60:.1f} |"
+            )
+    for method, scheme, rows in groups(data["runs"]):
+        acc, std = mean_std([100 * r["test_acc"] for r in rows])
+        macs = statistics.fmean(r["macs"] for r in rows)
+        params = statistics.fmean(r["params"] for r in rows)
+        cut = statistics.fmean(100 * r["macs_reduction"] for r in rows)
+        epochs = sorted({r["epochs"] for r in rows})
+        wall = statistics.fmean(r["wall_time_s"] for r in rows) / 60
+        spread = f"{macs / 1e6:.2f}M" if len(rows) == 1 else f"{macs / 1e6:.2f}M (mean)"
+        lines.append(
+            f"| {METHODS[method]} | {SCHEMES[scheme]} | {spread} | {cut:.1f}% | "
+            f"{params / 1e3:.1f}K | {acc:.2f} ± {std:.2f} | {len(rows)} | "
+            f"{'/'.join(map(str, epochs))} | {wall:.1f} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def plot(data: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for method, scheme, rows in groups(data["runs"]):
+        ax.scatter(
+            [r["macs"] / 1e6 for r in rows],
+            [100 * r["test_acc"] for r in rows],
+            marker=MARKERS[scheme],
+            color=colors[method],
+            label=f"{METHODS[method]}, {SCHEMES[scheme]}",
+            s=40,
+            alpha=0.85,
+        )
+    t = data["teachers"].get("teacher")
+    if t:
+        ax.axhline(100 * t["test_acc"], color="grey", ls="--", lw=1)
+        ax.scatter([t["macs"] / 1e6], [100 * t["test_acc"]], color="black", marker="*", s=120,
+                   label="Full network")  # fmt: skip
+    ax.axvline(data["target_macs"] / 1e6, color="grey", ls=":", lw=1)
+    ax.set_xlabel("MACs (millions, conv + linear)")
+    ax.set_ylabel("CIFAR-10 test top-1 (%)")
+    ax.set_title(
+        f"{data['study']}: accuracy vs MACs (target {data['target_macs'] / 1e6:.1f}M, dotted)"
+    )
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_report(data: dict) -> None:
+    name = data["study"]
+    md = ROOT / "studies" / "results" / f"{name}.md"
+    write_text_atomic(md, f"<!-- written by python -m studies.run --report -->\n\n{table(data)}")
+    png = ROOT / "docs" / f"study_{name}.png"
+    plot(data, png)
+    print(table(data))
+    print(f"table: {md.relative_to(ROOT)}\nplot:  {png.relative_to(ROOT)}")

@@ -1,0 +1,118 @@
+"""The comparison study's plan, scheduler and report (studies/run.py, studies/report.py); the
+trainings themselves are covered by the pipeline tests."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import tas
+from studies.report import table
+from studies.run import ROOT, Study
+
+CONFIG = ROOT / "configs" / "study" / "resnet20_cifar10_cpu.yaml"
+
+
+@pytest.fixture
+def study(tmp_path):
+    return Study(str(CONFIG), runs_root=tmp_path)
+
+
+def test_plan_covers_every_method_and_scheme(study):
+    names = [s.name for s in study.steps]
+    assert len(names) == len(set(names))
+    for step in study.steps:
+        assert all(dep in names for dep in step.deps), step.name
+    finals = {(s.info["method"], s.info["scheme"]) for s in study.steps if s.info}
+    for method in ("tas", "uniform", "random", "l1_norm", "slimming"):
+        for scheme in ("kd", "scratch_e", "scratch_b"):
+            assert (method, scheme) in finals
+    assert {m for m, s in finals if s == "fine_tune"} == {"l1_norm", "slimming"}
+    kd_seeds = {
+        (s.info["method"], s.info["seed"]) for s in study.steps if s.info.get("scheme") == "kd"
+    }
+    assert {("tas", 0), ("tas", 1), ("uniform", 0), ("uniform", 1)} <= kd_seeds
+    assert sum(1 for s in study.steps if s.info.get("arch", "").startswith("random")
+               and s.info["scheme"] == "kd") == 3  # fmt: skip
+
+
+def test_scratch_b_gets_the_teachers_compute_capped_at_twice(study):
+    epochs = study.cfg["epochs"]
+    uniform = tas.Arch.uniform(study.space, 0.5)
+    expected = round(epochs * min(2.0, study.full.macs / uniform.macs))
+    assert study.scratch_b_epochs("uniform:0.5") == expected
+    small = tas.Arch.uniform(study.space, 0.2)
+    small.save(study.dir / "small.json")
+    assert study.scratch_b_epochs(str(study.dir / "small.json")) == 2 * epochs
+
+
+def test_random_architectures_are_in_the_band_and_stable(study):
+    study.write_random_archs()
+    target = study.cfg["ratio"] * study.full.macs
+    archs = [tas.Arch.load(study.path(f"random{k}", "found.json")) for k in range(3)]
+    assert all(abs(a.macs - target) <= 0.02 * target for a in archs)
+    assert len({tuple(sorted(a.widths.items())) for a in archs}) == 3
+    again = Study(str(CONFIG), runs_root=study.dir.parent)
+    shutil.rmtree(study.dir)
+    again.write_random_archs()
+    assert [tas.Arch.load(again.path(f"random{k}", "found.json")) for k in range(3)] == archs
+
+
+def test_commands_resume_an_interrupted_step(study):
+    step = next(s for s in study.steps if s.name == "uniform-kd-s0")
+    cmd = study.command(step)
+    assert cmd[-1] == "--overwrite" and "--teacher" in cmd
+    assert cmd[cmd.index("--teacher") + 1] == study.ckpt("teacher")
+    last = study.path(step.name, "checkpoints", "last.ckpt")
+    last.parent.mkdir(parents=True)
+    last.touch()
+    assert study.command(step)[-1] == "--resume"
+
+
+def test_run_starts_what_is_ready_and_collects(study, monkeypatch):
+    """Mark the teacher done (a fabricated train.py checkpoint), run the L1 pruning step for
+    real, and check it ran once, logged, and is skipped the second time."""
+    torch.manual_seed(0)
+    full = tas.Arch.full(study.space)
+    model = tas.build_model(full)
+    teacher = study.path("teacher")
+    (teacher / "checkpoints").mkdir(parents=True)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"tas_arch": full.to_dict(), "state_dict": state}, study.ckpt("teacher"))
+    result = {"test_acc": 0.5, "macs": full.macs, "params": full.params, "macs_reduction": 0.0,
+              "epochs": 1, "wall_time_s": 1.0}  # fmt: skip
+    (teacher / "results.json").write_text(json.dumps(result))
+    monkeypatch.setattr("studies.run.ROOT", ROOT)
+    results_dir = ROOT / "studies" / "results"
+    before = set(results_dir.glob("*")) if results_dir.exists() else set()
+    monkeypatch.setattr(study, "name", "test_only_study")
+    try:
+        assert study.run(jobs=1, only={"prune_l1_norm"}) == 0
+        found = tas.Arch.load(study.path("prune_l1_norm", "found.json"))
+        assert found.search["method"] == "l1_norm" and found.macs <= 0.5 * full.macs
+        log = (study.dir / "prune_l1_norm.log").read_text()
+        assert log.count("$ ") == 1
+        assert study.run(jobs=1, only={"prune_l1_norm"}) == 0  # done: not run again
+        assert (study.dir / "prune_l1_norm.log").read_text() == log
+        data = json.loads((results_dir / "test_only_study.json").read_text())
+        assert data["teachers"]["teacher"]["test_acc"] == 0.5 and data["runs"] == []
+        assert "Full network (teacher)" in table(data)
+    finally:
+        for path in set(results_dir.glob("*")) - before:
+            path.unlink()
+
+
+def test_table_groups_seeds():
+    run = {"macs": 20e6, "params": 1.3e5, "macs_reduction": 0.5, "epochs": 10, "wall_time_s": 60}
+    data = {
+        "teachers": {},
+        "runs": [
+            {**run, "method": "tas", "scheme": "kd", "seed": 0, "test_acc": 0.80},
+            {**run, "method": "tas", "scheme": "kd", "seed": 1, "test_acc": 0.82},
+            {**run, "method": "uniform", "scheme": "scratch_e", "seed": 0, "test_acc": 0.7},
+        ],
+    }
+    text = table(data)
+    assert "| TAS (search) | KD | 20.00M (mean) | 50.0% | 130.0K | 81.00 ± 1.41 | 2 | 10 |" in text
+    assert "| Uniform width | Scratch-E | 20.00M | 50.0% | 130.0K | 70.00 ± 0.00 | 1 | 10 |" in text
