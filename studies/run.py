@@ -31,6 +31,7 @@ from tas.baselines import random_within
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMES = ("kd", "scratch_e", "scratch_b", "fine_tune")
+BAND = 0.02  # every compared network's MACs within this fraction of the target
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Study:
             "--logger", "csv",
             "--trainer.max_epochs", str(epochs or c["epochs"]),
             *c.get("data_args", []),
+            *c.get("run_args", []),
             *extra,
         ]  # fmt: skip
 
@@ -100,6 +102,7 @@ class Study:
                     "--trainer.max_epochs",
                     str(c["search_epochs"]),
                     *c.get("data_args", []),
+                    *c.get("run_args", []),
                 ],  # fmt: skip
                 "found.json",
             ),
@@ -123,7 +126,9 @@ class Study:
             )
         archs = {  # method -> (arch spec, step that makes it)
             "tas": (str(self.path("search", "found.json")), "search"),
-            "uniform": (f"uniform:{ratio}", None),
+            # the widest uniform network inside the band (the widest under the target itself
+            # can fall below the band: the multiplier moves in steps of 1/16 of stage 1's width)
+            "uniform": (f"uniform:{self.cfg['ratio'] * (1 + BAND):.6g}", None),
             "l1_norm": (str(self.path("prune_l1_norm", "found.json")), "prune_l1_norm"),
             "slimming": (str(self.path("prune_slimming", "found.json")), "prune_slimming"),
         }
@@ -170,8 +175,9 @@ class Study:
 
     def scratch_b_epochs(self, spec: str) -> int:
         """Epochs giving the pruned network the teacher's compute (MACs x epochs), at most 2x."""
-        macs = tas.Arch.uniform(self.space, self.cfg["ratio"]).macs
-        if not spec.startswith("uniform:"):
+        if spec.startswith("uniform:"):
+            macs = tas.Arch.uniform(self.space, float(spec.partition(":")[2])).macs
+        else:
             macs = tas.Arch.load(spec).macs
         return round(self.cfg["epochs"] * min(2.0, self.full.macs / macs))
 
@@ -180,7 +186,7 @@ class Study:
         for k in range(self.cfg["random_samples"]):
             path = self.path(f"random{k}", "found.json")
             if not path.exists():
-                arch = random_within(self.space, self.cfg["ratio"], random.Random(k))
+                arch = random_within(self.space, self.cfg["ratio"], random.Random(k), BAND)
                 arch.search["seed"] = k
                 arch.save(path)
 

@@ -3,6 +3,7 @@ trainings themselves are covered by the pipeline tests."""
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -39,9 +40,10 @@ def test_plan_covers_every_method_and_scheme(study):
 
 def test_scratch_b_gets_the_teachers_compute_capped_at_twice(study):
     epochs = study.cfg["epochs"]
-    uniform = tas.Arch.uniform(study.space, 0.5)
+    uniform = tas.Arch.uniform(study.space, 0.51)
+    assert 0.49 <= uniform.macs / study.full.macs <= 0.51
     expected = round(epochs * min(2.0, study.full.macs / uniform.macs))
-    assert study.scratch_b_epochs("uniform:0.5") == expected
+    assert study.scratch_b_epochs("uniform:0.51") == expected
     small = tas.Arch.uniform(study.space, 0.2)
     small.save(study.dir / "small.json")
     assert study.scratch_b_epochs(str(study.dir / "small.json")) == 2 * epochs
@@ -116,3 +118,16 @@ def test_table_groups_seeds():
     text = table(data)
     assert "| TAS (search) | KD | 20.00M (mean) | 50.0% | 130.0K | 81.00 ± 1.41 | 2 | 10 |" in text
     assert "| Uniform width | Scratch-E | 20.00M | 50.0% | 130.0K | 70.00 ± 0.00 | 1 | 10 |" in text
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "study").glob("*.yaml")), ids=str)
+def test_every_study_config_plans_with_existing_configs(config, tmp_path):
+    study = Study(str(config), runs_root=tmp_path)
+    for key in ("train_config", "search_config"):
+        assert (ROOT / study.cfg[key]).is_file()
+    assert study.path("x").parent.name == config.stem == study.name
+    study.write_random_archs()
+    for step in study.steps:
+        if step.name.startswith(("teacher", "search", "uniform", "random")):
+            cmd = study.command(step)
+            assert Path(cmd[1]).is_file()
