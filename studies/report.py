@@ -63,6 +63,7 @@ def table(data: dict) -> str:
             )
     for method, scheme, rows in groups(data["runs"]):
         acc, std = mean_std([100 * r["test_acc"] for r in rows])
+        top1 = f"{acc:.2f} ± {std:.2f}" if len(rows) > 1 else f"{acc:.2f}"
         macs = statistics.fmean(r["macs"] for r in rows)
         params = statistics.fmean(r["params"] for r in rows)
         cut = statistics.fmean(100 * r["macs_reduction"] for r in rows)
@@ -71,7 +72,7 @@ def table(data: dict) -> str:
         spread = f"{macs / 1e6:.2f}M" if len(rows) == 1 else f"{macs / 1e6:.2f}M (mean)"
         lines.append(
             f"| {METHODS[method]} | {SCHEMES[scheme]} | {spread} | {cut:.1f}% | "
-            f"{params / 1e3:.1f}K | {acc:.2f} ± {std:.2f} | {len(rows)} | "
+            f"{params / 1e3:.1f}K | {top1} | {len(rows)} | "
             f"{'/'.join(map(str, epochs))} | {wall:.1f} |"
         )
     return head + "\n".join(lines) + "\n"
@@ -95,7 +96,8 @@ def plot(data: dict, path: Path) -> None:
         ax.axhline(100 * t["test_acc"], color="grey", ls="--", lw=1)
         ax.scatter([t["macs"] / 1e6], [100 * t["test_acc"]], color="black", marker="*", s=120,
                    label="Full network")  # fmt: skip
-    ax.axvline(data["target_macs"] / 1e6, color="grey", ls=":", lw=1)
+    target = data["target_macs"] / 1e6
+    ax.axvspan(0.98 * target, 1.02 * target, color="grey", alpha=0.12, lw=0)
     ax.set_xlabel("MACs (millions, conv + linear)")
     ax.set_ylabel("CIFAR-10 test top-1 (%)")
     ax.set_title(
