@@ -31,6 +31,7 @@ from tas.baselines import random_within
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMES = ("kd", "scratch_e", "scratch_b", "fine_tune")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 BAND = 0.02  # every compared network's MACs within this fraction of the target
 
 
@@ -53,9 +54,18 @@ class Study:
             raise ValueError(f"study config {config_path}: {err}") from None
         self.name = self.cfg["name"]
         self.dir = (runs_root or ROOT / "studies" / "runs") / self.name
-        self.space = tas.SearchSpace.cifar_resnet(self.cfg["depth"])
+        self.space = tas.SearchSpace.cifar_resnet(self.cfg["depth"], self._num_classes())
         self.full = tas.Arch.full(self.space)
         self.steps = self._plan()
+
+    def _num_classes(self) -> int:
+        """Classes of the data set that the study's training config names."""
+        path = ROOT / self.cfg["train_config"]
+        try:
+            data = (yaml.safe_load(path.read_text()) or {}).get("data", {})
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"train config {path}: {err}") from None
+        return NUM_CLASSES.get(data.get("name", "cifar10"), 10)
 
     # ------------------------------------------------------------ the protocol
     def path(self, step: str, *parts: str) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import tas
 from studies.report import table
@@ -125,6 +126,10 @@ def test_every_study_config_plans_with_existing_configs(config, tmp_path):
     study = Study(str(config), runs_root=tmp_path)
     for key in ("train_config", "search_config"):
         assert (ROOT / study.cfg[key]).is_file()
+        run_cfg = yaml.safe_load((ROOT / study.cfg[key]).read_text())
+        assert run_cfg["model"]["depth"] == study.cfg["depth"]
+        classes = {"cifar10": 10, "cifar100": 100}.get(run_cfg["data"]["name"], 10)
+        assert study.space.num_classes == classes
     assert study.path("x").parent.name == config.stem == study.name
     study.write_random_archs()
     for step in study.steps:
