@@ -107,8 +107,11 @@ class Study:
                     "csv",
                     "--seed",
                     "0",
+                    # the search's band [target - tolerance, target] is the study's band
                     "--model.ratio",
-                    ratio,
+                    f"{c['ratio'] * (1 + BAND):.6g}",
+                    "--model.tolerance",
+                    f"{c['ratio'] * 2 * BAND:.6g}",
                     "--trainer.max_epochs",
                     str(c["search_epochs"]),
                     *c.get("data_args", []),

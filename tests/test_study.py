@@ -50,6 +50,16 @@ def test_scratch_b_gets_the_teachers_compute_capped_at_twice(study):
     assert study.scratch_b_epochs(str(study.dir / "small.json")) == 2 * epochs
 
 
+def test_search_band_is_the_studys_band(study):
+    cmd = study.command(next(s for s in study.steps if s.name == "search"))
+    ratio = float(cmd[cmd.index("--model.ratio") + 1])
+    tolerance = float(cmd[cmd.index("--model.tolerance") + 1])
+    target = study.cfg["ratio"]
+    assert ratio == pytest.approx(target * 1.02) and ratio - tolerance == pytest.approx(
+        target * 0.98
+    )
+
+
 def test_random_architectures_are_in_the_band_and_stable(study):
     study.write_random_archs()
     target = study.cfg["ratio"] * study.full.macs
