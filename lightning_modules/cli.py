@@ -83,6 +83,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
+class WallClock(Callback):
+    """Wall time of a run summed over its sittings: the checkpoints carry it, so a resumed run
+    reports the time of every finished epoch, not only of its last sitting."""
+
+    def __init__(self) -> None:
+        self.before, self.start = 0.0, time.time()
+
+    def seconds(self) -> float:
+        return self.before + time.time() - self.start
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # the time between the checkpoint and the interruption is lost: that work is redone
+        self.before, self.start = float(state_dict["seconds"]), time.time()
+
+
 class ResumeHint(Callback):
     """Say how to continue when the run is interrupted (Ctrl-C)."""
 
@@ -194,6 +212,7 @@ class TASCLI(LightningCLI):
         kwargs.setdefault("default_root_dir", str(self.out))
         kwargs["logger"] = self._loggers()
         kwargs["plugins"] = [AtomicCheckpointIO()]
+        self.clock = WallClock()
         kwargs["callbacks"] = [
             ModelCheckpoint(
                 dirpath=self.out / "checkpoints",
@@ -204,6 +223,7 @@ class TASCLI(LightningCLI):
                 enable_version_counter=False,
             ),
             ResumeHint(self.script, self.out),
+            self.clock,
             *self.extra_callbacks(),
         ]
         return super().instantiate_trainer(**kwargs)
@@ -266,12 +286,11 @@ def main(
     route_info_logs_to_stdout()
     argv = normalise_argv(sys.argv[1:] if argv is None else argv)
     debug = "--debug=true" in argv
-    start = time.time()
     try:
         sys.argv[1:] = argv  # LightningCLI reads sys.argv; passing args too makes it warn
         cli = cli_class(model_class, None, script, default_out)
         cli.fit()
-        finish(cli, time.time() - start)  # on every rank: it may run collective steps
+        finish(cli, cli.clock.seconds())  # on every rank: it may run collective steps
     except USER_ERRORS as err:
         if debug:
             raise

@@ -9,6 +9,7 @@ import random
 import time
 
 import pytest
+import torch
 
 import tas
 from tests.cli_helpers import QUIET, run_script, start_script
@@ -134,10 +135,15 @@ def test_search_killed_and_resumed_ends_with_the_same_found_json(tmp_path):
     proc.wait()
     assert last.exists() and not (out / "found.json").exists(), "the run was not cut short"
     assert not list(out.rglob("*.tmp")), "a half-written file was left behind"
+    clocks = torch.load(last, weights_only=False)["callbacks"]
+    before = next(v["seconds"] for k, v in clocks.items() if "WallClock" in k)
 
     resumed = run_script("train_search.py", *args, f"--out={out}", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (out / "found.json").read_bytes() == (tmp_path / "whole" / "found.json").read_bytes()
+    # the reported wall time covers both sittings
+    summary = json.loads((out / "search_summary.json").read_text())
+    assert 0 < before < summary["wall_time_s"]
 
 
 @pytest.mark.parametrize("script", ["train.py", "train_search.py", "distill.py"])
