@@ -24,6 +24,7 @@ METHODS = {
     "l1_norm": "L1-norm filters",
     "slimming": "Network Slimming",
 }
+DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 SCHEMES = {"kd": "KD", "scratch_e": "Scratch-E", "scratch_b": "Scratch-B", "fine_tune": "Fine-tune"}
 MARKERS = {"kd": "o", "scratch_e": "s", "scratch_b": "^", "fine_tune": "D"}
 
@@ -99,9 +100,10 @@ def plot(data: dict, path: Path) -> None:
     target = data["target_macs"] / 1e6
     ax.axvspan(0.98 * target, 1.02 * target, color="grey", alpha=0.12, lw=0)
     ax.set_xlabel("MACs (millions, conv + linear)")
-    ax.set_ylabel("CIFAR-10 test top-1 (%)")
+    dataset = DATASETS.get(data.get("dataset", "cifar10"), data.get("dataset"))
+    ax.set_ylabel(f"{dataset} test top-1 (%)")
     ax.set_title(
-        f"{data['study']}: accuracy vs MACs (target {data['target_macs'] / 1e6:.1f}M, dotted)"
+        f"{data['study']}: accuracy vs MACs (target {target:.1f}M, shaded: ±2%)", fontsize=10
     )
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     ax.grid(alpha=0.3)

@@ -54,18 +54,22 @@ class Study:
             raise ValueError(f"study config {config_path}: {err}") from None
         self.name = self.cfg["name"]
         self.dir = (runs_root or ROOT / "studies" / "runs") / self.name
-        self.space = tas.SearchSpace.cifar_resnet(self.cfg["depth"], self._num_classes())
+        self.dataset = self._dataset()
+        self.space = tas.SearchSpace.cifar_resnet(self.cfg["depth"], NUM_CLASSES[self.dataset])
         self.full = tas.Arch.full(self.space)
         self.steps = self._plan()
 
-    def _num_classes(self) -> int:
-        """Classes of the data set that the study's training config names."""
+    def _dataset(self) -> str:
+        """The data set that the study's training config names."""
         path = ROOT / self.cfg["train_config"]
         try:
             data = (yaml.safe_load(path.read_text()) or {}).get("data", {})
         except (OSError, yaml.YAMLError) as err:
             raise ValueError(f"train config {path}: {err}") from None
-        return NUM_CLASSES.get(data.get("name", "cifar10"), 10)
+        name = data.get("name", "cifar10")
+        if name not in NUM_CLASSES:
+            raise ValueError(f"train config {path}: the study runs on {list(NUM_CLASSES)}")
+        return name
 
     # ------------------------------------------------------------ the protocol
     def path(self, step: str, *parts: str) -> Path:
@@ -277,6 +281,7 @@ class Study:
         search = self.path("search", "found.json")
         out = {
             "study": self.name,
+            "dataset": self.dataset,
             "config": self.cfg,
             "full_macs": self.full.macs,
             "target_macs": round(self.cfg["ratio"] * self.full.macs),
