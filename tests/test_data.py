@@ -369,6 +369,25 @@ def test_datamodule_search_split() -> None:
     assert torch.equal(val_y, dm.train_labels[val_idx])
 
 
+def test_search_validation_batches_mix_the_classes(monkeypatch) -> None:
+    """ImageFolder copies store the images sorted by class; the search scores its derived
+    network with batch statistics, so every validation batch must hold many classes."""
+    dm = CIFARDataModule(name="synthetic", batch_size=50, search_split=True, val_subset=200)
+    load = dm._load_split
+
+    def sorted_by_class(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = load(train)
+        order = torch.argsort(y, stable=True)
+        return x[order], y[order]
+
+    monkeypatch.setattr(dm, "_load_split", sorted_by_class)
+    dm.setup()
+    batches = [y for _, y in dm.val_dataloader()]
+    assert len(batches) == 4 and all(len(y.unique()) >= 8 for y in batches)
+    assert torch.equal(torch.bincount(torch.cat(batches)), torch.full((10,), 20))
+    assert torch.equal(dm._val_indices(), dm._val_indices())  # a fixed order
+
+
 def test_epoch_shuffle_sampler() -> None:
     s = EpochShuffleSampler(100, seed=7)
     s.set_epoch(0)

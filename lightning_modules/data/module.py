@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .augment import GpuAugment, dataset_stats
-from .common import _NUM_CLASSES, _check_name, _mix_seed
+from .common import _NUM_CLASSES, _check_name, _local_generator, _mix_seed
 from .loaders import (
     EpochShuffleSampler,
     TensorBatchDataset,
@@ -171,17 +171,27 @@ class CIFARDataModule(pl.LightningDataModule):
         )
 
     def _val_indices(self) -> torch.Tensor | None:
-        """Indices into the test set (plain mode) or training set (search mode), or None."""
+        """Indices into the test set (plain mode) or training set (search mode), or None.
+
+        In search mode they come in a fixed shuffled order: the search scores its derived
+        network with batch statistics (see ``tas.supernet.batch_statistics``), which needs
+        batches that mix the classes; in stored order (sorted by class in an ImageFolder) every
+        batch would hold one class and the score would sit near chance.
+        """
         if self.search_split:
             base = self.arch_indices
             assert base is not None
         else:
             base = None
-        if self.val_subset is None:
-            return base
-        labels = self.test_labels if base is None else self.train_labels[base]
-        sub = stratified_subset(labels, self.val_subset, self.seed)
-        return sub if base is None else base[sub]
+        if self.val_subset is not None:
+            labels = self.test_labels if base is None else self.train_labels[base]
+            sub = stratified_subset(labels, self.val_subset, self.seed)
+            base = sub if base is None else base[sub]
+        if self.search_split:
+            base = base[
+                torch.randperm(len(base), generator=_local_generator(_mix_seed(self.seed, 3)))
+            ]
+        return base
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
         """Shuffled training batches; ``{"weights": ..., "arch": ...}`` in search mode."""
