@@ -70,7 +70,8 @@ def table(data: dict) -> str:
         cut = statistics.fmean(100 * r["macs_reduction"] for r in rows)
         epochs = sorted({r["epochs"] for r in rows})
         wall = statistics.fmean(r["wall_time_s"] for r in rows) / 60
-        spread = f"{macs / 1e6:.2f}M" if len(rows) == 1 else f"{macs / 1e6:.2f}M (mean)"
+        same = len({r["macs"] for r in rows}) == 1
+        spread = f"{macs / 1e6:.2f}M" if same else f"{macs / 1e6:.2f}M (mean)"
         lines.append(
             f"| {METHODS[method]} | {SCHEMES[scheme]} | {spread} | {cut:.1f}% | "
             f"{params / 1e3:.1f}K | {top1} | {len(rows)} | "

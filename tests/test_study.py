@@ -124,10 +124,13 @@ def test_table_groups_seeds():
             {**run, "method": "tas", "scheme": "kd", "seed": 0, "test_acc": 0.80},
             {**run, "method": "tas", "scheme": "kd", "seed": 1, "test_acc": 0.82},
             {**run, "method": "uniform", "scheme": "scratch_e", "seed": 0, "test_acc": 0.7},
+            {**run, "method": "random", "scheme": "kd", "seed": 0, "test_acc": 0.7},
+            {**run, "method": "random", "scheme": "kd", "seed": 0, "test_acc": 0.7, "macs": 21e6},
         ],
     }
     text = table(data)
-    assert "| TAS (search) | KD | 20.00M (mean) | 50.0% | 130.0K | 81.00 ± 1.41 | 2 | 10 |" in text
+    assert "| TAS (search) | KD | 20.00M | 50.0% | 130.0K | 81.00 ± 1.41 | 2 | 10 |" in text
+    assert "| Random (in MACs band) | KD | 20.50M (mean) |" in text
     assert "| Uniform width | Scratch-E | 20.00M | 50.0% | 130.0K | 70.00 | 1 | 10 |" in text
 
 
