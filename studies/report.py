@@ -81,8 +81,11 @@ def table(data: dict) -> str:
 
 
 def plot(data: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    """Left: accuracy against MACs with the full network; right: the pruned networks by scheme
+    (one column per scheme, methods side by side, every run a point)."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.25, 1]})
     colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    _by_scheme(data, ax2, colors)
     for method, scheme, rows in groups(data["runs"]):
         ax.scatter(
             [r["macs"] / 1e6 for r in rows],
@@ -114,6 +117,22 @@ def plot(data: dict, path: Path) -> None:
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
+
+
+def _by_scheme(data: dict, ax: plt.Axes, colors: dict[str, str]) -> None:
+    schemes = [k for k in SCHEMES if any(r["scheme"] == k for r in data["runs"])]
+    width = 0.8 / len(METHODS)
+    for method, scheme, rows in groups(data["runs"]):
+        x = schemes.index(scheme) + (list(METHODS).index(method) - (len(METHODS) - 1) / 2) * width
+        ax.scatter([x] * len(rows), [100 * r["test_acc"] for r in rows], color=colors[method],
+                   marker=MARKERS[scheme], s=40, alpha=0.85)  # fmt: skip
+    t = data["teachers"].get("teacher")
+    if t:
+        ax.axhline(100 * t["test_acc"], color="grey", ls="--", lw=1, label="Full network")
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set_xticks(range(len(schemes)), [SCHEMES[k] for k in schemes])
+    ax.set_title("Pruned networks by training scheme (colours as left)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
 
 
 def write_report(data: dict) -> None:

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import tas
-from studies.report import table
+from studies.report import plot, table
 from studies.run import ROOT, Study
 
 CONFIG = ROOT / "configs" / "study" / "resnet20_cifar10_cpu.yaml"
@@ -116,7 +116,7 @@ def test_run_starts_what_is_ready_and_collects(study, monkeypatch):
             path.unlink()
 
 
-def test_table_groups_seeds():
+def test_table_groups_seeds_and_plot_draws(tmp_path):
     run = {"macs": 20e6, "params": 1.3e5, "macs_reduction": 0.5, "epochs": 10, "wall_time_s": 60}
     data = {
         "teachers": {},
@@ -131,6 +131,10 @@ def test_table_groups_seeds():
     text = table(data)
     assert "| TAS (search) | KD | 20.00M | 50.0% | 130.0K | 81.00 ± 1.41 | 2 | 10 |" in text
     assert "| Random (in MACs band) | KD | 20.50M (mean) |" in text
+    data |= {"study": "t", "dataset": "cifar100", "target_macs": 20e6}
+    data["teachers"]["teacher"] = {**run, "macs": 40e6, "test_acc": 0.85}
+    plot(data, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 10_000 and not list(tmp_path.glob(".*tmp*"))
     assert "| Uniform width | Scratch-E | 20.00M | 50.0% | 130.0K | 70.00 | 1 | 10 |" in text
 
 
