@@ -26,12 +26,13 @@ from pathlib import Path
 import yaml
 
 import tas
+from lightning_modules.data import NUM_CLASSES
 from tas.arch import write_text_atomic
 from tas.baselines import random_within
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMES = ("kd", "scratch_e", "scratch_b", "fine_tune")
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+STUDY_DATASETS = ("cifar10", "cifar100")
 BAND = 0.02  # every compared network's MACs within this fraction of the target
 
 
@@ -67,8 +68,8 @@ class Study:
         except (OSError, yaml.YAMLError) as err:
             raise ValueError(f"train config {path}: {err}") from None
         name = data.get("name", "cifar10")
-        if name not in NUM_CLASSES:
-            raise ValueError(f"train config {path}: the study runs on {list(NUM_CLASSES)}")
+        if name not in STUDY_DATASETS:
+            raise ValueError(f"train config {path}: the study runs on {list(STUDY_DATASETS)}")
         return name
 
     # ------------------------------------------------------------ the protocol
@@ -92,6 +93,7 @@ class Study:
 
     def _plan(self) -> list[Step]:
         c, ratio = self.cfg, str(self.cfg["ratio"])
+        band_top = f"{c['ratio'] * (1 + BAND):.6g}"  # the largest MACs ratio inside the band
         steps = [
             Step("teacher", lambda: self._train("teacher", "--seed", "0"), "results.json"),
             Step(
@@ -113,7 +115,7 @@ class Study:
                     "0",
                     # the search's band [target - tolerance, target] is the study's band
                     "--model.ratio",
-                    f"{c['ratio'] * (1 + BAND):.6g}",
+                    band_top,
                     "--model.tolerance",
                     f"{c['ratio'] * 2 * BAND:.6g}",
                     "--trainer.max_epochs",
@@ -145,7 +147,7 @@ class Study:
             "tas": (str(self.path("search", "found.json")), "search"),
             # the widest uniform network inside the band (the widest under the target itself
             # can fall below the band: the multiplier moves in steps of 1/16 of stage 1's width)
-            "uniform": (f"uniform:{self.cfg['ratio'] * (1 + BAND):.6g}", None),
+            "uniform": (f"uniform:{band_top}", None),
             "l1_norm": (str(self.path("prune_l1_norm", "found.json")), "prune_l1_norm"),
             "slimming": (str(self.path("prune_slimming", "found.json")), "prune_slimming"),
         }

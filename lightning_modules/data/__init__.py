@@ -40,7 +40,7 @@ from .augment import (
 from .augment import SYNTHETIC_MEAN as SYNTHETIC_MEAN  # public, though not in __all__
 from .augment import SYNTHETIC_STD as SYNTHETIC_STD
 from .cache import default_cache_dir
-from .common import DATASET_NAMES, DataError, DataNotFoundError
+from .common import DATASET_NAMES, NUM_CLASSES, DataError, DataNotFoundError
 from .loaders import (
     EpochShuffleSampler,
     TensorBatchDataset,
@@ -57,6 +57,7 @@ __all__ = [
     "CIFAR100_MEAN",
     "CIFAR100_STD",
     "DATASET_NAMES",
+    "NUM_CLASSES",
     "CIFARDataModule",
     "DataError",
     "DataNotFoundError",

@@ -8,7 +8,7 @@ import hashlib
 import torch
 
 DATASET_NAMES = ("cifar10", "cifar100", "synthetic")
-_NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
 _IMAGE_SIZE = 32
 
 

@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .augment import GpuAugment, dataset_stats
-from .common import _NUM_CLASSES, _check_name, _local_generator, _mix_seed
+from .common import NUM_CLASSES, _check_name, _local_generator, _mix_seed
 from .loaders import (
     EpochShuffleSampler,
     TensorBatchDataset,
@@ -108,7 +108,7 @@ class CIFARDataModule(pl.LightningDataModule):
     @property
     def num_classes(self) -> int:
         """Number of classes of the data set (10 for cifar10/synthetic, 100 for cifar100)."""
-        return _NUM_CLASSES[self.name]
+        return NUM_CLASSES[self.name]
 
     @property
     def mean(self) -> torch.Tensor:
