@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lightning_modules.classify import TeacherError, load_teacher
+from lightning_modules.teacher import TeacherError, load_teacher
 from tas.arch import ArchFormatError, check_ratio
 from tas.baselines import l1_norm_prune, slimming_prune
 

@@ -52,6 +52,18 @@ def finish(cli: SearchCLI, seconds: float) -> None:
         "val_acc": row["val_acc"],
         "last_epoch_macs": last["macs"],
         "epochs": len(module.history),
+        "warm_start": module.warm_start,
+        "settling": {
+            k: last[k]
+            for k in (
+                "width_maxprob",
+                "width_maxprob_min",
+                "depth_maxprob",
+                "depth_maxprob_min",
+                "argmax_changes",
+            )
+        }
+        | {"unchanged_epochs": module.settled_epochs()},
         "wall_time_s": round(seconds, 1),
     }
     cli.write_json("search_summary.json", summary)
@@ -61,6 +73,12 @@ def finish(cli: SearchCLI, seconds: float) -> None:
         f"  target {module.target_macs / 1e6:.2f}M MACs, band "
         f"[{summary['band_macs'][0] / 1e6:.2f}M, {summary['band_macs'][1] / 1e6:.2f}M]: {band}"
         f" ({summary['selected']} epoch {row['epoch']}, arch-half accuracy {100 * row['val_acc']:.2f}%)"
+    )
+    settle = summary["settling"]
+    print(
+        f"  distributions: largest width probability {settle['width_maxprob']:.3f} (mean), depth "
+        f"{settle['depth_maxprob_min']:.3f} (min); argmax unchanged for the last "
+        f"{settle['unchanged_epochs']} epoch(s)"
     )
     if not row["in_band"]:
         print(

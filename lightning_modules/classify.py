@@ -9,7 +9,6 @@ the found.json it came from.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -21,10 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 import tas
 from lightning_modules.errors import check_finite
 from lightning_modules.optim import sgd_with_cosine
-
-
-class TeacherError(ValueError):
-    """A teacher checkpoint that is missing, unreadable or not a train.py checkpoint."""
+from lightning_modules.teacher import TeacherError, load_teacher
 
 
 def resolve_arch(spec: str, depth: int, num_classes: int, shortcut: str = "zero_pad") -> tas.Arch:
@@ -50,39 +46,6 @@ def resolve_arch(spec: str, depth: int, num_classes: int, shortcut: str = "zero_
             f"{spec} is for {arch.space.num_classes} classes but the data set has {num_classes}"
         )
     return arch
-
-
-def load_teacher(path: str | Path) -> tuple[nn.Module, tas.Arch]:
-    """The network of a train.py checkpoint, weights loaded, in eval mode, with its Arch."""
-    path = Path(path)
-    if not path.is_file():
-        raise TeacherError(f"teacher checkpoint {path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise TeacherError(
-            f"teacher checkpoint {path} cannot be read ({type(err).__name__}): "
-            "not a checkpoint, or truncated"
-        ) from None
-    if not isinstance(ckpt, dict) or "tas_arch" not in ckpt or "state_dict" not in ckpt:
-        raise TeacherError(
-            f"{path} is not a train.py checkpoint (no network architecture in it); "
-            "pass a checkpoints/last.ckpt written by train.py"
-        )
-    try:
-        arch = tas.Arch.from_dict(ckpt["tas_arch"])
-    except tas.ArchFormatError as err:
-        raise TeacherError(f"teacher checkpoint {path}: {err}") from None
-    model = tas.build_model(arch)
-    prefix = "model."
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError:
-        raise TeacherError(
-            f"teacher checkpoint {path}: its weights do not fit its network"
-        ) from None
-    return model.eval().requires_grad_(False), arch
 
 
 class ClassifyModule(pl.LightningModule):

@@ -31,9 +31,9 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 import tas
-from lightning_modules.classify import TeacherError
 from lightning_modules.data import CIFARDataModule, DataError
 from lightning_modules.errors import NonFiniteLossError, UsageError
+from lightning_modules.teacher import TeacherError
 from tas.arch import write_text_atomic
 
 # Spellings users type, mapped to the LightningCLI keys they stand for.

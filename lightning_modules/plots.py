@@ -72,7 +72,8 @@ class DistributionPlots(Callback):
 
 def search_curves_figure(metrics_csv: str | Path, title: str = "") -> plt.Figure:
     """The search's curves from a run's logs/metrics.csv (no W&B needed): expected and argmax
-    MACs against the target band, the cost loss, the temperature, the losses and accuracy."""
+    MACs against the target band, the cost loss, the temperature, the losses and accuracy, and
+    the convergence of the distributions (largest probabilities, argmax changes per epoch)."""
     import csv
 
     with open(metrics_csv) as f:
@@ -82,7 +83,7 @@ def search_curves_figure(metrics_csv: str | Path, title: str = "") -> plt.Figure
         pts = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
         return [p[0] for p in pts], [p[1] for p in pts]
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig, axes = plt.subplots(3, 2, figsize=(11, 10.5))
     ax = axes[0, 0]
     for key, label in (
         ("search/expected_macs", "expected MACs"),
@@ -92,11 +93,9 @@ def search_curves_figure(metrics_csv: str | Path, title: str = "") -> plt.Figure
         ax.plot(s, [m / 1e6 for m in v], label=label, lw=1)
     s, v = series("search/target_macs")
     if v:
-        tol = next((float(r["search/target_macs"]) for r in rows if r.get("search/target_macs")), 0)
         ax.axhline(v[0] / 1e6, color="k", ls="--", lw=1, label="target")
         s_d, v_d = series("search/derived_macs")
         ax.plot(s_d, [m / 1e6 for m in v_d], "o", ms=3, label="derived per epoch")
-        del tol
     ax.set_ylabel("MACs (M)")
     ax.legend(fontsize=8)
     ax.set_title("MACs vs target")
@@ -113,11 +112,37 @@ def search_curves_figure(metrics_csv: str | Path, title: str = "") -> plt.Figure
         ax.plot(s, v, lw=1, label=label)
     ax.legend(fontsize=8)
     ax.set_title("cross-entropy")
-    ax.set_xlabel("step")
     ax = axes[1, 1]
     s, v = series("val/acc")
     ax.plot(s, [100 * a for a in v], "o-", ms=3)
     ax.set_title("derived network, accuracy on the architecture half (%)")
+    ax = axes[2, 0]
+    for key, label, style in (
+        ("search/width_maxprob", "width, mean", "o-"),
+        ("search/width_maxprob_min", "width, min", "o:"),
+        ("search/depth_maxprob", "depth, mean", "s-"),
+        ("search/depth_maxprob_min", "depth, min", "s:"),
+    ):
+        s, v = series(key)
+        ax.plot(s, v, style, ms=3, lw=1, label=label)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title("convergence: largest probability of each distribution")
+    ax.set_xlabel("step")
+    ax = axes[2, 1]
+    s, v = series("search/argmax_changes")
+    ax.bar(s, v, width=max(1.0, (s[-1] - s[0]) / 40 if len(s) > 1 else 1.0), color="tab:gray")
+    ax.set_ylabel("convs + stages whose argmax changed", fontsize=8)
+    ax2 = ax.twinx()
+    for key, label, color in (
+        ("search/epoch_expected_macs", "E[MACs]", "tab:blue"),
+        ("search/derived_macs", "argmax MACs", "tab:orange"),
+    ):
+        s, v = series(key)
+        ax2.plot(s, [m / 1e6 for m in v], "o-", ms=3, lw=1, color=color, label=label)
+    ax2.set_ylabel("MACs at epoch end (M)", fontsize=8)
+    ax2.legend(fontsize=8)
+    ax.set_title("argmax changes per epoch (bars); E[MACs] vs argmax MACs")
     ax.set_xlabel("step")
     fig.suptitle(title)
     fig.tight_layout()

@@ -10,7 +10,9 @@ one and the best one inside the MACs band [target - tolerance, target].
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -21,8 +23,9 @@ import tas
 from lightning_modules.distributed import average_gradients, same_on_all_ranks
 from lightning_modules.errors import check_finite
 from lightning_modules.optim import sgd_with_cosine
+from lightning_modules.teacher import TeacherError, load_full_state
 from tas.arch import check_ratio
-from tas.search import search_step
+from tas.search import search_step, weight_step
 from tas.supernet import batch_statistics
 
 
@@ -45,6 +48,12 @@ class SearchModule(pl.LightningModule):
         channels_last: run convs in the channels-last memory layout (faster on CPU and GPU).
         width_multiple: round every width candidate to a multiple of this (8: faster compact
             networks per MAC on oneDNN/cuDNN; 1: the paper's candidates).
+        teacher: warm start: a train.py checkpoint of the full network (or a plain state_dict
+            of it) whose weights initialise every shared weight of the supernet (see
+            `tas.Supernet.load_full_weights`); None searches from scratch, as the paper does.
+        weight_warmup_epochs: epochs of weight steps only (logits frozen, temperature at
+            ``tau_start``) before the search proper; the temperature schedule then runs over
+            the remaining epochs.
     """
 
     def __init__(
@@ -70,6 +79,8 @@ class SearchModule(pl.LightningModule):
         select: str = "best",
         channels_last: bool = False,
         width_multiple: int = 1,
+        teacher: str | None = None,
+        weight_warmup_epochs: int = 0,
     ) -> None:
         super().__init__()
         check_ratio(ratio)
@@ -77,12 +88,23 @@ class SearchModule(pl.LightningModule):
             raise ValueError(f"select must be 'best' or 'last', got {select!r}")
         if tolerance < 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        if weight_warmup_epochs < 0:
+            raise ValueError(f"weight_warmup_epochs must be >= 0, got {weight_warmup_epochs}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.space = tas.SearchSpace.cifar_resnet(
             depth, num_classes, shortcut=shortcut, width_multiple=width_multiple
         )
         self.net = tas.Supernet(self.space, num_samples=num_samples, tau=tau_start)
+        self.warm_start: dict[str, str] | None = None
+        if teacher:
+            try:
+                self.net.load_full_weights(load_full_state(teacher, self.space))
+                self.warm_start = {"teacher": str(teacher), "sha256": file_sha256(teacher)}
+            except TeacherError:
+                raise
+            except ValueError as err:
+                raise TeacherError(f"teacher {teacher}: {err}") from None
         self.tau_schedule = tas.TauSchedule(tau_schedule, tau_start, tau_end)
         self.full_macs = tas.Arch.full(self.space).macs
         self.target_macs = ratio * self.full_macs
@@ -96,6 +118,7 @@ class SearchModule(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.history: list[dict[str, Any]] = []  # one row per epoch: arch, MACs, val acc
         self.best: dict[str, Any] | None = None  # the best in-band row so far
+        self._start_picks: list[list[int]] | None = None  # argmax before the first epoch
 
     # ------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> tuple[list, list]:
@@ -109,8 +132,20 @@ class SearchModule(pl.LightningModule):
         )
         return [weights, arch], [{"scheduler": cosine, "interval": "step"}]
 
+    def on_fit_start(self) -> None:
+        self._start_picks = [list(p) for p in self.net.argmax_indices()]
+
+    def warming_up(self) -> bool:
+        """True during the weights-only warm-up epochs."""
+        return self.current_epoch < self.hparams.weight_warmup_epochs
+
     def on_train_epoch_start(self) -> None:
-        self.net.set_tau(self.tau_schedule(self.current_epoch, self.trainer.max_epochs))
+        warmup = self.hparams.weight_warmup_epochs
+        if self.warming_up():
+            self.net.set_tau(self.hparams.tau_start)
+        else:
+            epoch, search_epochs = self.current_epoch - warmup, self.trainer.max_epochs - warmup
+            self.net.set_tau(self.tau_schedule(epoch, search_epochs))
         # The Gumbel draws get their own generator, reseeded from (seed, epoch): a run resumed at
         # an epoch boundary then draws exactly what the uninterrupted run drew, whatever else
         # (data loader start-up, for one) takes numbers from the global generator.
@@ -127,6 +162,15 @@ class SearchModule(pl.LightningModule):
     ) -> None:
         w_opt, a_opt = self.optimizers()
         (xw, yw), (xa, ya) = batch["weights"], batch["arch"]
+        if self.warming_up():
+            ce = weight_step(
+                self.net, w_opt, (self._inputs(xw), yw), self.manual_backward, average_gradients
+            )
+            check_finite(ce, "the weight step's loss", self.current_epoch, batch_idx)
+            self.lr_schedulers().step()
+            self.log("train/ce", ce, prog_bar=True)
+            self.log_dict({"search/tau": self.net.tau, "lr": w_opt.param_groups[0]["lr"]})
+            return
         losses = search_step(
             self.net,
             w_opt,
@@ -168,12 +212,24 @@ class SearchModule(pl.LightningModule):
             return
         arch = self.net.derive()
         low = self.target_macs - self.tolerance_macs
+        widths, depths = self.net.argmax_indices()
+        before = self.history[-1]["picks"] if self.history else self._start_picks
+        width_changes = depth_changes = 0
+        if before is not None:
+            width_changes = sum(a != b for a, b in zip(widths, before[0]))
+            depth_changes = sum(a != b for a, b in zip(depths, before[1]))
+        stats = self.net.distribution_stats()
+        expected = float(self.net.expected_macs())
         row = {
             "epoch": self.current_epoch,
             "val_acc": acc,
             "macs": arch.macs,
+            "expected_macs": expected,
             "in_band": low <= arch.macs <= self.target_macs,
             "tau": self.net.tau,
+            "argmax_changes": width_changes + depth_changes,
+            **stats,
+            "picks": [widths, depths],
             "arch": arch.to_dict(),
         }
         self.history.append(row)
@@ -183,11 +239,31 @@ class SearchModule(pl.LightningModule):
         if not same_on_all_ranks(arch_logits):
             raise RuntimeError("architecture parameters differ between ranks")
         self.log("search/arch_synced", 1.0)
+        # epoch-level curves: logged at every epoch's end, whatever log_every_n_steps says
         self.log_dict(
-            {"search/derived_macs": float(arch.macs), "search/in_band": float(row["in_band"])}
+            {
+                "search/derived_macs": float(arch.macs),
+                "search/epoch_expected_macs": expected,
+                "search/in_band": float(row["in_band"]),
+                "search/argmax_changes": float(row["argmax_changes"]),
+                "search/width_argmax_changes": float(width_changes),
+                "search/depth_argmax_changes": float(depth_changes),
+                **{f"search/{k}": v for k, v in stats.items()},
+            }
         )
         for s, blocks in enumerate(arch.blocks):
             self.log(f"search/blocks_stage{s + 1}", float(blocks))
+
+    def settled_epochs(self) -> int:
+        """How many of the last epochs ended on the same argmax network as the last one."""
+        if not self.history:
+            return 0
+        last, count = self.history[-1]["picks"], 0
+        for row in reversed(self.history):
+            if row.get("picks") != last:
+                break
+            count += 1
+        return count
 
     # ------------------------------------------------------------ results
     def chosen(self) -> tuple[tas.Arch, dict[str, Any]]:
@@ -212,6 +288,7 @@ class SearchModule(pl.LightningModule):
             "epoch": row["epoch"],
             "epochs": self.trainer.max_epochs if self._trainer is not None else None,
             "val_acc": row["val_acc"],
+            "warm_start": self.warm_start,
             "settings": {
                 k: hp[k]
                 for k in (
@@ -222,6 +299,8 @@ class SearchModule(pl.LightningModule):
                     "tau_end",
                     "lr",
                     "arch_lr",
+                    "arch_weight_decay",
+                    "weight_warmup_epochs",
                 )
             },
         }
@@ -239,3 +318,12 @@ def min_macs(space: tas.SearchSpace) -> int:
     """MACs of the smallest network the search can reach: fewest blocks, narrowest widths."""
     blocks = tuple(stage.depth_choices[0] for stage in space.stages)
     return tas.Arch(space, blocks, {c.name: c.candidates[0] for c in space.kept_convs(blocks)}).macs
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256 (hex), so a record names the exact teacher it started from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

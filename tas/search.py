@@ -1,4 +1,5 @@
-"""One TAS search iteration: a weight step then an architecture step (first-order alternation).
+"""One TAS search iteration: a weight step then an architecture step (first-order alternation);
+each step is also available alone (a weights-only warm-up runs `weight_step`).
 
 Shared by the Lightning system and the benchmarks, so that what is measured is what is run.
 """
@@ -31,6 +32,57 @@ def _requires_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def weight_step(
+    net: Supernet,
+    weight_opt: torch.optim.Optimizer,
+    batch: Batch,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
+) -> torch.Tensor:
+    """One SGD step of the shared weights on cross-entropy, with fresh Gumbel draws and the
+    architecture logits frozen (no logit gradients computed). Returns the detached loss."""
+    arch_params = net.arch_parameters()
+    _requires_grad(arch_params, False)
+    x, y = batch
+    ce = F.cross_entropy(net(x), y)
+    weight_opt.zero_grad(set_to_none=True)
+    backward(ce)
+    if reduce_grads is not None:
+        reduce_grads(net.weight_parameters())
+    weight_opt.step()
+    _requires_grad(arch_params, True)
+    return ce.detach()
+
+
+def arch_step(
+    net: Supernet,
+    arch_opt: torch.optim.Optimizer,
+    batch: Batch,
+    target_macs: float,
+    tolerance_macs: float,
+    cost_weight: float = 2.0,
+    backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+    reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Adam step of the architecture logits on cross-entropy + ``cost_weight`` * the band
+    cost loss, with fresh Gumbel draws and the weights frozen. Returns the detached
+    (cross-entropy, cost, E[MACs], argmax MACs)."""
+    weight_params = net.weight_parameters()
+    _requires_grad(weight_params, False)
+    x, y = batch
+    arch_ce = F.cross_entropy(net(x), y)
+    expected = net.expected_macs()
+    argmax = net.argmax_macs()
+    cost = cost_loss(expected, argmax, target_macs, tolerance_macs)
+    arch_opt.zero_grad(set_to_none=True)
+    backward(arch_ce + cost_weight * cost.to(arch_ce.dtype))
+    if reduce_grads is not None:
+        reduce_grads(net.arch_parameters())
+    arch_opt.step()
+    _requires_grad(weight_params, True)
+    return arch_ce.detach(), cost.detach(), expected.detach(), argmax
+
+
 def search_step(
     net: Supernet,
     weight_opt: torch.optim.Optimizer,
@@ -50,28 +102,8 @@ def search_step(
     ``backward`` runs a loss's backward pass (Lightning passes ``manual_backward``);
     ``reduce_grads`` averages gradients across processes before each optimiser step.
     """
-    arch_params, weight_params = net.arch_parameters(), net.weight_parameters()
-
-    _requires_grad(arch_params, False)
-    x, y = weight_batch
-    ce = F.cross_entropy(net(x), y)
-    weight_opt.zero_grad(set_to_none=True)
-    backward(ce)
-    if reduce_grads is not None:
-        reduce_grads(weight_params)
-    weight_opt.step()
-    _requires_grad(arch_params, True)
-
-    _requires_grad(weight_params, False)
-    x, y = arch_batch
-    arch_ce = F.cross_entropy(net(x), y)
-    expected = net.expected_macs()
-    argmax = net.argmax_macs()
-    cost = cost_loss(expected, argmax, target_macs, tolerance_macs)
-    arch_opt.zero_grad(set_to_none=True)
-    backward(arch_ce + cost_weight * cost.to(arch_ce.dtype))
-    if reduce_grads is not None:
-        reduce_grads(arch_params)
-    arch_opt.step()
-    _requires_grad(weight_params, True)
-    return StepLosses(ce.detach(), arch_ce.detach(), cost.detach(), expected.detach(), argmax)
+    ce = weight_step(net, weight_opt, weight_batch, backward, reduce_grads)
+    arch = arch_step(
+        net, arch_opt, arch_batch, target_macs, tolerance_macs, cost_weight, backward, reduce_grads
+    )
+    return StepLosses(ce, *arch)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tas.arch import Arch
-from tas.compact import add_padded
+from tas.compact import add_padded, build_model
 from tas.cost import expected_macs
 from tas.cwi import channel_interpolate
 from tas.gumbel import gumbel_softmax, sample_candidates
@@ -232,6 +232,73 @@ class Supernet(nn.Module):
         rows = {c.name: r for r, c in enumerate(self.space.convs())}
         widths = {c.name: c.candidates[picks[rows[c.name]]] for c in self.space.kept_convs(blocks)}
         return Arch(self.space, blocks, widths)
+
+    def distribution_stats(self) -> dict[str, float]:
+        """How settled the distributions are: mean and minimum of the largest probability of
+        each width / depth distribution (1 when it has chosen; 1/candidates when uniform), and
+        their mean entropy in nats. Plain softmax, no Gumbel noise."""
+        out = {}
+        with torch.no_grad():
+            for kind, probs in (("width", self.width_probs()), ("depth", self.depth_probs())):
+                top = probs.max(-1).values
+                entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+                out[f"{kind}_maxprob"] = float(top.mean())
+                out[f"{kind}_maxprob_min"] = float(top.min())
+                out[f"{kind}_entropy"] = float(entropy.mean())
+        return out
+
+    def argmax_indices(self) -> tuple[list[int], list[int]]:
+        """The argmax candidate of every conv and of every stage (what `derive` reads)."""
+        return self.width_probs().argmax(-1).tolist(), self.depth_probs().argmax(-1).tolist()
+
+    # ------------------------------------------------------------ warm start
+    @torch.no_grad()
+    def load_full_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Initialise every shared weight from the trained full network: ``state_dict`` is that
+        of ``tas.build_model(tas.Arch.full(space))`` (a teacher). Each conv takes the full conv's
+        weight; the BatchNorm of a candidate width c takes the full BN's first c channels
+        (affine and running statistics), matching the first-c-filters weight sharing; the head
+        is copied. The architecture logits are left alone.
+
+        Raises ValueError, in one line, when the state dict is not the full network of this
+        space (another depth, class count or shortcut mode).
+        """
+        full = build_model(Arch.full(self.space))
+        own = full.state_dict()
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
+        shapes = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+        if missing or unexpected or shapes:
+            what = []
+            if shapes:
+                k = shapes[0]
+                what.append(
+                    f"{len(shapes)} tensors of another shape (e.g. {k}: "
+                    f"{tuple(state_dict[k].shape)}, expected {tuple(own[k].shape)})"
+                )
+            if missing:
+                what.append(f"{len(missing)} missing (e.g. {missing[0]})")
+            if unexpected:
+                what.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+            raise ValueError(
+                f"the weights are not those of the full {self.space.describe()}: " + "; ".join(what)
+            )
+        full.load_state_dict(state_dict)
+        pairs = [(self.stem, full.stem)]
+        for stage, full_stage in zip(self.stages, full.stages):
+            for block, full_block in zip(stage, full_stage):
+                pairs += list(zip(block.convs, full_block.main))
+                if block.shortcut is not None:
+                    pairs.append((block.shortcut, full_block.shortcut))
+        for conv, source in pairs:
+            weight = next(m for m in source if isinstance(m, nn.Conv2d)).weight
+            bn = next(m for m in source if isinstance(m, nn.BatchNorm2d))
+            conv.weight.copy_(weight)
+            for cand, width in zip(conv.bns, conv.candidates):
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(cand, name).copy_(getattr(bn, name)[:width])
+                cand.num_batches_tracked.copy_(bn.num_batches_tracked)
+        self.head.load_state_dict(full.head.state_dict())
 
     # ------------------------------------------------------------ forward passes
     def forward(self, x: torch.Tensor) -> torch.Tensor:
