@@ -1,0 +1,179 @@
+"""Is a search's network better than chance? Fine-tune it, the uniform network and random networks
+of the same MACs band from the trained full network's weights, the same short schedule for all,
+and score each on the architecture half of the search split (never the test set).
+
+    python -m studies.settling --teacher runs/teacher/checkpoints/last.ckpt \
+        --found runs/search_warm/found.json --random 5 --out runs/settling_check
+    python -m studies.settling --out runs/settling_check --report
+
+Every network keeps each conv's first c filters and each stage's first blocks of the full
+network, as the supernet's weight sharing does (``tas.build_model(arch, init_from=teacher)``),
+then trains ``--epochs`` epochs on the weight half (SGD, Nesterov, cosine from ``--lr``, the
+data module's crop + flip). Each network's result is its own JSON file in ``--out``: a rerun skips
+the networks that are done, so two processes (``--only``) can share the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import tas
+from lightning_modules.data import CIFARDataModule
+from lightning_modules.teacher import load_teacher
+from tas.arch import write_text_atomic
+from tas.baselines import random_within
+
+
+def candidates(found: list[str], space: tas.SearchSpace, band: tuple[float, float], n: int):
+    """name -> Arch: the found networks, the uniform network and ``n`` random in-band ones."""
+    nets = {}
+    for path in found:
+        arch = tas.Arch.load(path)
+        if arch.space != space:
+            raise ValueError(f"{path} is a {arch.space.describe()}, not a {space.describe()}")
+        nets[f"found:{Path(path).parent.name}"] = arch
+    full = tas.Arch.full(space).macs
+    low, high = band
+    nets["uniform"] = tas.Arch.uniform(space, high / full)
+    centre, half = (low + high) / 2 / full, (high - low) / (low + high)
+    for seed in range(n):
+        nets[f"random:{seed}"] = random_within(space, centre, random.Random(seed), tolerance=half)
+    return nets
+
+
+def fine_tune(
+    arch: tas.Arch, teacher: torch.nn.Module, dm: CIFARDataModule, epochs: int, lr: float, seed: int
+) -> dict:
+    torch.manual_seed(seed)
+    model = tas.build_model(arch, init_from=teacher)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    weights = dm.train_dataloader()["weights"]
+    total = epochs * len(weights)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    )
+    start = time.time()
+    bar = tqdm(total=total, desc=arch.summary()[:60], file=sys.stdout, mininterval=10)
+    for epoch in range(epochs):
+        weights.sampler.set_epoch(epoch)  # a new order every epoch, a function of (seed, epoch)
+        dm.augment.set_epoch(epoch)
+        model.train()
+        for x, y in weights:
+            x, y = dm.transform_batch((x, y), train=True)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+    bar.close()
+    model.eval()
+    correct = seen = 0
+    with torch.no_grad():
+        for x, y in dm.val_dataloader():  # the whole architecture half
+            x, y = dm.transform_batch((x, y), train=False)
+            correct += int((model(x).argmax(-1) == y).sum())
+            seen += len(y)
+    return {"arch_half_acc": correct / seen, "images": seen, "seconds": round(time.time() - start)}
+
+
+def report(out: Path) -> str:
+    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if p.name != "plan.json"]
+    if not rows:
+        return "no results yet"
+    randoms = [r["arch_half_acc"] for r in rows if r["name"].startswith("random:")]
+    median = statistics.median(randoms) if randoms else float("nan")
+    lines = [
+        "| network | MACs (M) | blocks | arch-half top-1 % | vs median random |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: -r["arch_half_acc"]):
+        lines.append(
+            f"| {r['name']} | {r['macs'] / 1e6:.2f} | {r['blocks']} | "
+            f"{100 * r['arch_half_acc']:.2f} | {100 * (r['arch_half_acc'] - median):+.2f} |"
+        )
+    if randoms:
+        lines.append(
+            f"\nrandom in-band networks: n={len(randoms)}, median {100 * median:.2f}%, "
+            f"range {100 * min(randoms):.2f}-{100 * max(randoms):.2f}%"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--report", action="store_true", help="print the table of what is done")
+    p.add_argument("--teacher", help="train.py checkpoint of the full network")
+    p.add_argument("--found", nargs="*", default=[], help="found.json files to rank")
+    p.add_argument("--random", type=int, default=5, help="random in-band networks")
+    p.add_argument("--ratio", type=float, default=0.5, help="the search's target MACs ratio")
+    p.add_argument("--tolerance", type=float, default=0.05, help="the search's band width")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data_root", default=None)
+    p.add_argument("--train_subset", type=int, default=None, help="stratified subset (tests)")
+    p.add_argument("--only", nargs="*", help="run only these network names")
+    args = p.parse_args(argv)
+    if args.report:
+        print(report(args.out))
+        return
+    if not args.teacher:
+        p.error("--teacher is required unless --report")
+    try:
+        teacher, teacher_arch = load_teacher(args.teacher)
+        space = teacher_arch.space
+        if teacher_arch != tas.Arch.full(space):
+            raise ValueError(f"{args.teacher} is a pruned network, not the full one")
+        full = teacher_arch.macs
+        band = ((args.ratio - args.tolerance) * full, args.ratio * full)
+        nets = candidates(args.found, space, band, args.random)
+    except (ValueError, OSError) as err:
+        print(f"studies.settling: error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)
+    dm = CIFARDataModule(
+        name="cifar10" if space.num_classes == 10 else "cifar100",
+        root=args.data_root,
+        batch_size=args.batch_size,
+        eval_batch_size=500,
+        search_split=True,
+        train_subset=args.train_subset,
+        seed=args.seed,
+    )
+    dm.setup()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, arch in nets.items():
+        path = args.out / f"{name.replace(':', '_')}.json"
+        if path.exists() or (args.only and name not in args.only):
+            continue
+        result = fine_tune(arch, teacher.train(), dm, args.epochs, args.lr, args.seed)
+        row = {
+            "name": name,
+            "macs": arch.macs,
+            "blocks": list(arch.blocks),
+            **result,
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "teacher": args.teacher,
+            "arch": arch.to_dict(),
+        }
+        write_text_atomic(path, json.dumps(row, indent=2) + "\n")
+        print(f"{name}: {100 * row['arch_half_acc']:.2f}% ({arch.macs / 1e6:.2f}M MACs)")
+    print(report(args.out))
+
+
+if __name__ == "__main__":
+    main()
