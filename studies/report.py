@@ -18,7 +18,10 @@ from tas.arch import write_text_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = {
+    "full": "Full network (finals recipe)",
     "tas": "TAS (search)",
+    "tas_search1": "TAS (second search)",
+    "tas_scratch": "TAS (search from scratch)",
     "uniform": "Uniform width",
     "random": "Random (in MACs band)",
     "l1_norm": "L1-norm filters",
@@ -32,7 +35,8 @@ MARKERS = {"kd": "o", "scratch_e": "s", "scratch_b": "^", "fine_tune": "D"}
 def groups(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:
     """Runs grouped by (method, scheme), in the table's order."""
     out = []
-    for method in METHODS:
+    extra = sorted({r["method"] for r in runs} - set(METHODS))  # families without a label
+    for method in [*METHODS, *extra]:
         for scheme in SCHEMES:
             rows = [r for r in runs if r["method"] == method and r["scheme"] == scheme]
             if rows:
@@ -73,7 +77,7 @@ def table(data: dict) -> str:
         same = len({r["macs"] for r in rows}) == 1
         spread = f"{macs / 1e6:.2f}M" if same else f"{macs / 1e6:.2f}M (mean)"
         lines.append(
-            f"| {METHODS[method]} | {SCHEMES[scheme]} | {spread} | {cut:.1f}% | "
+            f"| {METHODS.get(method, method)} | {SCHEMES[scheme]} | {spread} | {cut:.1f}% | "
             f"{params / 1e3:.1f}K | {top1} | {len(rows)} | "
             f"{'/'.join(map(str, epochs))} | {wall:.1f} |"
         )
@@ -84,7 +88,9 @@ def plot(data: dict, path: Path) -> None:
     """Left: accuracy against MACs with the full network; right: the pruned networks by scheme
     (one column per scheme, methods side by side, every run a point)."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.25, 1]})
-    colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    present = list(dict.fromkeys(m for m, _, _ in groups(data["runs"])))
+    colors = {m: cycle[i % len(cycle)] for i, m in enumerate(present)}
     _by_scheme(data, ax2, colors)
     for method, scheme, rows in groups(data["runs"]):
         ax.scatter(
@@ -92,7 +98,7 @@ def plot(data: dict, path: Path) -> None:
             [100 * r["test_acc"] for r in rows],
             marker=MARKERS[scheme],
             color=colors[method],
-            label=f"{METHODS[method]}, {SCHEMES[scheme]}",
+            label=f"{METHODS.get(method, method)}, {SCHEMES[scheme]}",
             s=40,
             alpha=0.85,
         )
@@ -121,9 +127,10 @@ def plot(data: dict, path: Path) -> None:
 
 def _by_scheme(data: dict, ax: plt.Axes, colors: dict[str, str]) -> None:
     schemes = [k for k in SCHEMES if any(r["scheme"] == k for r in data["runs"])]
-    width = 0.8 / len(METHODS)
+    present = list(colors)
+    width = 0.8 / max(1, len(present))
     for method, scheme, rows in groups(data["runs"]):
-        x = schemes.index(scheme) + (list(METHODS).index(method) - (len(METHODS) - 1) / 2) * width
+        x = schemes.index(scheme) + (present.index(method) - (len(present) - 1) / 2) * width
         ax.scatter([x] * len(rows), [100 * r["test_acc"] for r in rows], color=colors[method],
                    marker=MARKERS[scheme], s=40, alpha=0.85)  # fmt: skip
     t = data["teachers"].get("teacher")

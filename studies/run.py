@@ -47,12 +47,150 @@ class Step:
     info: dict = field(default_factory=dict)  # method / scheme / seed, for the report
 
 
+@dataclass
+class Network:
+    """One compared network: its --arch spec, the steps that make it, what fine-tuning inherits
+    from, and the row of the report it belongs to (``family``)."""
+
+    name: str
+    family: str
+    arch: str
+    makers: list[Step] = field(default_factory=list)
+    deps: tuple[str, ...] = ()  # steps its found.json needs
+    inherit_from: str = "teacher"
+    write: Callable[[], None] | None = None  # writes its found.json in-process (random draws)
+
+
+def _tas(study: Study, name: str, spec: dict) -> Network:
+    """A TAS search: ``search_config``, search ``seed``, ``warm`` (start from the teacher)."""
+    c, step = study.cfg, spec.get("step", f"search_{name}")
+    ratio = c["ratio"]
+    warm = bool(spec.get("warm", False))
+
+    def args() -> list[str]:
+        return [
+            "train_search.py",
+            "--config", spec.get("search_config", c["search_config"]),
+            "--logger", "csv",
+            "--seed", str(spec.get("seed", 0)),
+            # the search's band [target - tolerance, target] is the study's band
+            "--model.ratio", f"{ratio * (1 + BAND):.6g}",
+            "--model.tolerance", f"{ratio * 2 * BAND:.6g}",
+            *(["--trainer.max_epochs", str(c["search_epochs"])] if "search_epochs" in c else []),
+            *(["--teacher", study.ckpt("teacher")] if warm else []),
+            *c.get("data_args", []),
+            *c.get("run_args", []),
+        ]  # fmt: skip
+
+    maker = Step(step, args, "found.json", ("teacher",) if warm else ())
+    return Network(
+        name,
+        spec.get("family", name),
+        str(study.path(step, "found.json")),
+        [maker],
+        (step,),
+        # a warm search's supernet started from the teacher: its network keeps the teacher's
+        # first filters, which is what fine-tuning from the teacher inherits
+        inherit_from="teacher",
+    )
+
+
+def _uniform(study: Study, name: str, spec: dict) -> Network:
+    # the widest uniform network inside the band (the widest under the target itself can fall
+    # below the band: the multiplier moves in steps of 1/16 of stage 1's width)
+    band_top = f"{study.cfg['ratio'] * (1 + BAND):.6g}"
+    return Network(name, spec.get("family", "uniform"), f"uniform:{band_top}")
+
+
+def _full(study: Study, name: str, spec: dict) -> Network:
+    """The full network itself, trained with the finals' recipe: how converged the finals are."""
+    return Network(name, spec.get("family", "full"), "full")
+
+
+def _random(study: Study, name: str, spec: dict) -> Network:
+    sample = int(spec["sample"])
+    path = study.path(name, "found.json")
+
+    def write() -> None:
+        if not path.exists():
+            arch = random_within(study.space, study.cfg["ratio"], random.Random(sample), BAND)
+            arch.search["seed"] = sample
+            arch.save(path)
+
+    return Network(name, spec.get("family", "random"), str(path), write=write)
+
+
+def _prune(study: Study, name: str, spec: dict) -> Network:
+    """A prune.py method (``method``) applied to ``teacher`` (a teacher step's name)."""
+    teacher, step = spec.get("teacher", "teacher"), f"prune_{name}"
+    ratio = str(study.cfg["ratio"])
+    maker = Step(
+        step,
+        lambda: [
+            "prune.py",
+            "--method",
+            spec["method"],
+            "--teacher",
+            study.ckpt(teacher),
+            "--ratio",
+            ratio,
+        ],  # fmt: skip
+        "found.json",
+        (teacher,),
+    )
+    return Network(
+        name, spec.get("family", name), str(study.path(step, "found.json")), [maker], (step,),
+        inherit_from=teacher,
+    )  # fmt: skip
+
+
+# How each kind of network is made: a new baseline is a prune.py method plus one `kind: prune`
+# entry in a study config, no code here.
+NETWORK_KINDS: dict[str, Callable[[Study, str, dict], Network]] = {
+    "tas": _tas,
+    "full": _full,
+    "uniform": _uniform,
+    "random": _random,
+    "prune": _prune,
+}
+
+
+def with_plan(cfg: dict) -> dict:
+    """``cfg`` with ``teachers``, ``networks`` and ``finals``: as given, or, for a config of the
+    first format (seeds / random_samples / bn_l1), the plan that format always meant."""
+    if "networks" in cfg:
+        return cfg
+    seeds, k = cfg["seeds"], cfg["random_samples"]
+    randoms = [f"random{i}" for i in range(k)]
+    methods = ["tas", "uniform", "l1_norm", "slimming", "random0"]
+    return {
+        **cfg,
+        "teachers": {"teacher": [], "teacher_slimming": ["--model.bn_l1", str(cfg["bn_l1"])]},
+        "networks": {
+            "tas": {"kind": "tas", "step": "search"},
+            "uniform": {"kind": "uniform"},
+            "l1_norm": {"kind": "prune", "method": "l1_norm"},
+            "slimming": {"kind": "prune", "method": "slimming", "teacher": "teacher_slimming"},
+            **{r: {"kind": "random", "sample": i} for i, r in enumerate(randoms)},
+        },
+        "finals": [
+            {"scheme": "kd", "seeds": seeds[:1], "networks": methods},
+            {"scheme": "scratch_e", "seeds": seeds[:1], "networks": methods},
+            {"scheme": "fine_tune", "seeds": seeds[:1], "networks": ["l1_norm", "slimming"]},
+            {"scheme": "kd", "seeds": seeds[1:], "networks": ["tas", "uniform"]},
+            {"scheme": "kd", "seeds": seeds[:1], "networks": randoms[1:]},
+            {"scheme": "scratch_b", "seeds": seeds[:1], "networks": methods},
+        ],
+    }
+
+
 class Study:
     def __init__(self, config_path: str, runs_root: Path | None = None) -> None:
         try:
             self.cfg = yaml.safe_load(Path(config_path).read_text())
         except (OSError, yaml.YAMLError) as err:
             raise ValueError(f"study config {config_path}: {err}") from None
+        self.cfg = with_plan(self.cfg)
         self.name = self.cfg["name"]
         self.dir = (runs_root or ROOT / "studies" / "runs") / self.name
         self.dataset = self._dataset()
@@ -79,118 +217,92 @@ class Study:
     def ckpt(self, step: str) -> str:
         return str(self.path(step, "checkpoints", "last.ckpt"))
 
-    def _train(self, step: str, *extra: str, epochs: int | None = None) -> list[str]:
+    def _train(
+        self, step: str, *extra: str, epochs: int | None = None, config: str | None = None
+    ) -> list[str]:
+        """A train.py command: ``config`` (default: the finals' train_config) for ``epochs``
+        (default: the study's ``epochs``; 0: the config's own)."""
         c = self.cfg
+        epochs = c["epochs"] if epochs is None else epochs
         return [
             "train.py",
-            "--config", c["train_config"],
+            "--config", config or c["train_config"],
             "--logger", "csv",
-            "--trainer.max_epochs", str(epochs or c["epochs"]),
+            *(["--trainer.max_epochs", str(epochs)] if epochs else []),
             *c.get("data_args", []),
             *c.get("run_args", []),
             *extra,
         ]  # fmt: skip
 
     def _plan(self) -> list[Step]:
-        c, ratio = self.cfg, str(self.cfg["ratio"])
-        band_top = f"{c['ratio'] * (1 + BAND):.6g}"  # the largest MACs ratio inside the band
+        """Teachers, then the steps that make each network (see NETWORK_KINDS), then the final
+        trainings in the order the config lists them (what the report needs most first)."""
+        c = self.cfg
+        teachers = c.get("teachers", {"teacher": []})
         steps = [
-            Step("teacher", lambda: self._train("teacher", "--seed", "0"), "results.json"),
             Step(
-                "teacher_slimming",
-                lambda: self._train(
-                    "teacher_slimming", "--seed", "0", "--model.bn_l1", str(c["bn_l1"])
-                ),
-                "results.json",
-            ),
-            Step(
-                "search",
-                lambda: [
-                    "train_search.py",
-                    "--config",
-                    c["search_config"],
-                    "--logger",
-                    "csv",
+                name,
+                lambda name=name, extra=tuple(extra): self._train(
+                    name,
                     "--seed",
                     "0",
-                    # the search's band [target - tolerance, target] is the study's band
-                    "--model.ratio",
-                    band_top,
-                    "--model.tolerance",
-                    f"{c['ratio'] * 2 * BAND:.6g}",
-                    "--trainer.max_epochs",
-                    str(c["search_epochs"]),
-                    *c.get("data_args", []),
-                    *c.get("run_args", []),
-                ],  # fmt: skip
-                "found.json",
-            ),
+                    *extra,
+                    # a teacher_config brings its own schedule unless teacher_epochs says
+                    epochs=c.get("teacher_epochs", 0 if "teacher_config" in c else None),
+                    config=c.get("teacher_config"),
+                ),
+                "results.json",
+            )  # fmt: skip
+            for name, extra in teachers.items()
         ]
-        for method, teacher in (("l1_norm", "teacher"), ("slimming", "teacher_slimming")):
-            steps.append(
-                Step(
-                    f"prune_{method}",
-                    lambda m=method, t=teacher: [
-                        "prune.py",
-                        "--method",
-                        m,
-                        "--teacher",
-                        self.ckpt(t),
-                        "--ratio",
-                        ratio,
-                    ],  # fmt: skip
-                    "found.json",
-                    deps=(teacher,),
+        self.networks: dict[str, Network] = {}
+        for name, spec in c["networks"].items():
+            kind = spec.get("kind")
+            if kind not in NETWORK_KINDS:
+                raise ValueError(
+                    f"network {name}: kind must be one of {sorted(NETWORK_KINDS)}, got {kind!r}"
                 )
-            )
-        archs = {  # method -> (arch spec, step that makes it)
-            "tas": (str(self.path("search", "found.json")), "search"),
-            # the widest uniform network inside the band (the widest under the target itself
-            # can fall below the band: the multiplier moves in steps of 1/16 of stage 1's width)
-            "uniform": (f"uniform:{band_top}", None),
-            "l1_norm": (str(self.path("prune_l1_norm", "found.json")), "prune_l1_norm"),
-            "slimming": (str(self.path("prune_slimming", "found.json")), "prune_slimming"),
-        }
-        for k in range(c["random_samples"]):
-            archs[f"random{k}"] = (str(self.path(f"random{k}", "found.json")), None)
-
-        def final(method: str, scheme: str, seed: int) -> Step:
-            spec, maker = archs[method]
-            name = f"{method}-{scheme}-s{seed}"
-            deps = tuple(d for d in (maker, "teacher" if scheme == "kd" else None) if d)
-            extra = ["--arch", spec, "--seed", str(seed)]
-
-            def args() -> list[str]:
-                if scheme == "kd":
-                    return self._train(name, *extra, "--teacher", self.ckpt("teacher"))
-                if scheme == "scratch_e":
-                    return self._train(name, *extra)
-                if scheme == "scratch_b":
-                    return self._train(name, *extra, epochs=self.scratch_b_epochs(spec))
-                source = "teacher_slimming" if method == "slimming" else "teacher"
-                return self._train(
-                    name, *extra,
-                    "--init", "inherit", "--init_from", self.ckpt(source),
-                    "--model.lr", str(c["finetune_lr"]),
-                    epochs=c["finetune_epochs"],
-                )  # fmt: skip
-
-            if scheme == "fine_tune":
-                deps += ("teacher_slimming" if method == "slimming" else "teacher",)
-            family = "random" if method.startswith("random") else method
-            info = {"method": family, "scheme": scheme, "seed": seed, "arch": method}
-            return Step(name, args, "results.json", tuple(dict.fromkeys(deps)), info)
-
-        methods = ["tas", "uniform", "l1_norm", "slimming", "random0"]
-        seeds = c["seeds"]
-        # In order of what the report needs most, so that a study cut short still says the most.
-        steps += [final(m, "kd", seeds[0]) for m in methods]
-        steps += [final(m, "scratch_e", seeds[0]) for m in methods]
-        steps += [final(m, "fine_tune", seeds[0]) for m in ("l1_norm", "slimming")]
-        steps += [final(m, "kd", s) for s in seeds[1:] for m in ("tas", "uniform")]
-        steps += [final(f"random{k}", "kd", seeds[0]) for k in range(1, c["random_samples"])]
-        steps += [final(m, "scratch_b", seeds[0]) for m in methods]
+            network = NETWORK_KINDS[kind](self, name, spec)
+            self.networks[name] = network
+            steps += network.makers
+        for entry in c["finals"]:
+            scheme = entry["scheme"]
+            if scheme not in SCHEMES:
+                raise ValueError(f"finals: scheme must be one of {list(SCHEMES)}, got {scheme!r}")
+            for seed in entry["seeds"]:
+                for name in entry["networks"]:
+                    if name not in self.networks:
+                        raise ValueError(f"finals name {name!r}, which networks: does not define")
+                    steps.append(self._final(self.networks[name], scheme, seed))
         return steps
+
+    def _final(self, net: Network, scheme: str, seed: int) -> Step:
+        """One final training of ``net`` under ``scheme`` with training seed ``seed``."""
+        c = self.cfg
+        name = f"{net.name}-{scheme}-s{seed}"
+        deps = list(net.deps)
+        extra = ["--arch", net.arch, "--seed", str(seed)]
+        if scheme == "kd":
+            deps.append("teacher")
+        if scheme == "fine_tune":
+            deps.append(net.inherit_from)
+
+        def args() -> list[str]:
+            if scheme == "kd":
+                return self._train(name, *extra, "--teacher", self.ckpt("teacher"))
+            if scheme == "scratch_e":
+                return self._train(name, *extra)
+            if scheme == "scratch_b":
+                return self._train(name, *extra, epochs=self.scratch_b_epochs(net.arch))
+            return self._train(
+                name, *extra,
+                "--init", "inherit", "--init_from", self.ckpt(net.inherit_from),
+                "--model.lr", str(c["finetune_lr"]),
+                epochs=c["finetune_epochs"],
+            )  # fmt: skip
+
+        info = {"method": net.family, "scheme": scheme, "seed": seed, "arch": net.name}
+        return Step(name, args, "results.json", tuple(dict.fromkeys(deps)), info)
 
     def scratch_b_epochs(self, spec: str) -> int:
         """Epochs giving the pruned network the teacher's compute (MACs x epochs), at most 2x."""
@@ -202,12 +314,9 @@ class Study:
 
     def write_random_archs(self) -> None:
         """The random baseline's networks: draws within +-2% of the target, seeded by sample."""
-        for k in range(self.cfg["random_samples"]):
-            path = self.path(f"random{k}", "found.json")
-            if not path.exists():
-                arch = random_within(self.space, self.cfg["ratio"], random.Random(k), BAND)
-                arch.search["seed"] = k
-                arch.save(path)
+        for net in self.networks.values():
+            if net.write is not None:
+                net.write()
 
     # ------------------------------------------------------------ running
     def done(self, step: Step) -> bool:
@@ -280,7 +389,13 @@ class Study:
             if path.exists():
                 res = json.loads(path.read_text())
                 teacher[name] = {k: res[k] for k in RESULT_KEYS}
-        search = self.path("search", "found.json")
+        found = {
+            name: json.loads(Path(net.arch).read_text())
+            for name, net in self.networks.items()
+            if net.makers
+            and net.makers[0].args()[0] == "train_search.py"
+            and Path(net.arch).exists()
+        }
         out = {
             "study": self.name,
             "dataset": self.dataset,
@@ -288,7 +403,7 @@ class Study:
             "full_macs": self.full.macs,
             "target_macs": round(self.cfg["ratio"] * self.full.macs),
             "teachers": teacher,
-            "found": json.loads(search.read_text()) if search.exists() else None,
+            "found": found,  # every search's found.json, by network name
             "runs": rows,
         }
         path = ROOT / "studies" / "results" / f"{self.name}.json"

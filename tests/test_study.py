@@ -153,3 +153,48 @@ def test_every_study_config_plans_with_existing_configs(config, tmp_path):
         if step.name.startswith(("teacher", "search", "uniform", "random")):
             cmd = study.command(step)
             assert Path(cmd[1]).is_file()
+
+
+def test_full_data_study_plan_is_its_config(tmp_path):
+    study = Study(
+        str(ROOT / "configs" / "study" / "resnet20_cifar10_full.yaml"), runs_root=tmp_path
+    )
+    steps = {s.name: s for s in study.steps}
+    warm = study.command(steps["search_tas"])
+    assert warm[warm.index("--teacher") + 1] == study.ckpt("teacher")
+    assert steps["search_tas"].deps == ("teacher",)
+    scratch = study.command(steps["search_tas_scratch"])
+    assert "--teacher" not in scratch and steps["search_tas_scratch"].deps == ()
+    assert scratch[scratch.index("--config") + 1].endswith("search_resnet20_cifar10_scratch.yaml")
+    seeds = {
+        (s.info["arch"], s.info["scheme"]): set() for s in study.steps if s.info
+    }  # fmt: skip
+    for s in study.steps:
+        if s.info:
+            seeds[(s.info["arch"], s.info["scheme"])].add(s.info["seed"])
+    assert seeds[("tas", "kd")] == seeds[("uniform", "kd")] == {0, 1, 2}
+    assert {a for a, sc in seeds if sc == "fine_tune"} == {"tas", "l1_norm", "slimming"}
+    assert {a for a, sc in seeds if sc == "kd"} >= {"tas_scratch", "tas_search1", "random2"}
+    full = study.command(steps["full-scratch_e-s0"])
+    assert full[full.index("--arch") + 1] == "full"
+    teacher = study.command(steps["teacher"])
+    assert teacher[teacher.index("--config") + 1] == "configs/cpu/train_resnet20_cifar10_full.yaml"
+    assert "--trainer.max_epochs" not in teacher or teacher[
+        teacher.index("--trainer.max_epochs") + 1
+    ] != str(study.cfg["epochs"])
+
+
+def test_a_baseline_is_one_network_entry(tmp_path):
+    cfg = yaml.safe_load((ROOT / "configs" / "study" / "resnet20_cifar10_full.yaml").read_text())
+    cfg["networks"]["another"] = {"kind": "prune", "method": "l1_norm"}
+    cfg["finals"].append({"scheme": "kd", "seeds": [0], "networks": ["another"]})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    study = Study(str(path), runs_root=tmp_path)
+    steps = {s.name: s for s in study.steps}
+    assert steps["another-kd-s0"].deps == ("prune_another", "teacher")
+    assert study.command(steps["prune_another"])[3] == "l1_norm"
+    cfg["networks"]["bad"] = {"kind": "nonsense"}
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Study(str(path), runs_root=tmp_path)
