@@ -54,6 +54,8 @@ class SearchModule(pl.LightningModule):
         weight_warmup_epochs: epochs of weight steps only (logits frozen, temperature at
             ``tau_start``) before the search proper; the temperature schedule then runs over
             the remaining epochs.
+        cost: the cost loss, "band" (the paper's: -log E / +log E when the argmax network is
+            under / over the band) or "centred" ((log E - log centre)^2, see `tas.cost`).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class SearchModule(pl.LightningModule):
         width_multiple: int = 1,
         teacher: str | None = None,
         weight_warmup_epochs: int = 0,
+        cost: str = "band",
     ) -> None:
         super().__init__()
         check_ratio(ratio)
@@ -88,6 +91,8 @@ class SearchModule(pl.LightningModule):
             raise ValueError(f"select must be 'best' or 'last', got {select!r}")
         if tolerance < 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        if cost not in tas.cost.COST_LOSSES:
+            raise ValueError(f"cost must be one of {sorted(tas.cost.COST_LOSSES)}, got {cost!r}")
         if weight_warmup_epochs < 0:
             raise ValueError(f"weight_warmup_epochs must be >= 0, got {weight_warmup_epochs}")
         self.save_hyperparameters()
@@ -182,6 +187,7 @@ class SearchModule(pl.LightningModule):
             self.hparams.cost_weight,
             backward=self.manual_backward,
             reduce_grads=average_gradients,
+            cost=self.hparams.cost,
         )
         check_finite(losses.ce, "the weight step's loss", self.current_epoch, batch_idx)
         check_finite(losses.arch_ce, "the architecture step's loss", self.current_epoch, batch_idx)
@@ -301,6 +307,7 @@ class SearchModule(pl.LightningModule):
                     "arch_lr",
                     "arch_weight_decay",
                     "weight_warmup_epochs",
+                    "cost",
                 )
             },
         }

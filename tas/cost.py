@@ -14,6 +14,8 @@ wherever no max is involved and is exact where one is (see tas-method.md, "Expec
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from tas.space import SearchSpace, conv_out_size
@@ -102,3 +104,22 @@ def cost_loss(
         arch_macs < target_macs - tolerance_macs, 1.0, 0.0
     )
     return sign.to(log_e.dtype) * log_e
+
+
+def centred_cost_loss(
+    expected_macs: torch.Tensor,
+    arch_macs: torch.Tensor | float,
+    target_macs: float,
+    tolerance_macs: float,
+) -> torch.Tensor:
+    """An alternative to the paper's band loss: (log E - log c)^2 with c the band's centre,
+    R - t/2. Smooth, zero at the centre, pulling harder the further E[MACs] is from it, and
+    never switching sign on a band crossing of the argmax network (``arch_macs`` is unused:
+    the same signature as `cost_loss`). When the distributions settle, E[MACs] becomes the
+    argmax network's MACs, so the argmax network ends near the centre of the band."""
+    del arch_macs
+    centre = target_macs - tolerance_macs / 2
+    return (torch.log(expected_macs) - math.log(centre)) ** 2
+
+
+COST_LOSSES = {"band": cost_loss, "centred": centred_cost_loss}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tas.cost import cost_loss
+from tas.cost import COST_LOSSES
 from tas.supernet import Supernet
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (B, 3, H, W) float inputs, (B,) labels
@@ -63,24 +63,26 @@ def arch_step(
     cost_weight: float = 2.0,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
+    cost: str = "band",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One Adam step of the architecture logits on cross-entropy + ``cost_weight`` * the band
-    cost loss, with fresh Gumbel draws and the weights frozen. Returns the detached
-    (cross-entropy, cost, E[MACs], argmax MACs)."""
+    """One Adam step of the architecture logits on cross-entropy + ``cost_weight`` * the cost
+    loss (``cost``: "band", the paper's, or "centred", see `tas.cost`), with fresh Gumbel
+    draws and the weights frozen. Returns the detached (cross-entropy, cost, E[MACs], argmax
+    MACs)."""
     weight_params = net.weight_parameters()
     _requires_grad(weight_params, False)
     x, y = batch
     arch_ce = F.cross_entropy(net(x), y)
     expected = net.expected_macs()
     argmax = net.argmax_macs()
-    cost = cost_loss(expected, argmax, target_macs, tolerance_macs)
+    loss = COST_LOSSES[cost](expected, argmax, target_macs, tolerance_macs)
     arch_opt.zero_grad(set_to_none=True)
-    backward(arch_ce + cost_weight * cost.to(arch_ce.dtype))
+    backward(arch_ce + cost_weight * loss.to(arch_ce.dtype))
     if reduce_grads is not None:
         reduce_grads(net.arch_parameters())
     arch_opt.step()
     _requires_grad(weight_params, True)
-    return arch_ce.detach(), cost.detach(), expected.detach(), argmax
+    return arch_ce.detach(), loss.detach(), expected.detach(), argmax
 
 
 def search_step(
@@ -94,6 +96,7 @@ def search_step(
     cost_weight: float = 2.0,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
+    cost: str = "band",
 ) -> StepLosses:
     """Weight step (cross-entropy on ``weight_batch``; logits frozen), then architecture step
     (cross-entropy on ``arch_batch`` + ``cost_weight`` * cost loss; weights frozen), each with
@@ -104,6 +107,14 @@ def search_step(
     """
     ce = weight_step(net, weight_opt, weight_batch, backward, reduce_grads)
     arch = arch_step(
-        net, arch_opt, arch_batch, target_macs, tolerance_macs, cost_weight, backward, reduce_grads
+        net,
+        arch_opt,
+        arch_batch,
+        target_macs,
+        tolerance_macs,
+        cost_weight,
+        backward,
+        reduce_grads,
+        cost,
     )
     return StepLosses(ce, *arch)

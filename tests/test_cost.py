@@ -99,3 +99,18 @@ def test_cost_loss_band():
     assert cost_loss(e, 94.0, target, tol).item() == pytest.approx(-math.log(50))  # under: grow
     cost_loss(e, torch.tensor(120.0), target, tol).backward()
     assert e.grad.item() == pytest.approx(1 / 50)
+
+
+def test_centred_cost_loss_by_hand():
+    from tas.cost import centred_cost_loss
+
+    target, tol = 100.0, 10.0  # centre 95
+    e = torch.tensor(95.0 * math.e, dtype=torch.float64, requires_grad=True)
+    loss = centred_cost_loss(e, 0.0, target, tol)  # (log(95 e) - log 95)^2 = 1
+    assert loss.item() == pytest.approx(1.0)
+    loss.backward()
+    assert e.grad.item() == pytest.approx(2.0 / (95.0 * math.e))  # pushes E down toward 95
+    low = torch.tensor(95.0 / math.e, dtype=torch.float64, requires_grad=True)
+    centred_cost_loss(low, 1e9, target, tol).backward()  # arch MACs are ignored
+    assert low.grad.item() == pytest.approx(-2.0 / (95.0 / math.e))
+    assert centred_cost_loss(torch.tensor(95.0), 0.0, target, tol).item() == 0.0
