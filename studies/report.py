@@ -142,11 +142,46 @@ def _by_scheme(data: dict, ax: plt.Axes, colors: dict[str, str]) -> None:
     ax.grid(alpha=0.3, axis="y")
 
 
+def paired(data: dict, method: str = "tas", scheme: str = "kd") -> str:
+    """``method`` against Uniform (the same training seeds, paired) and against the median
+    Random network, under ``scheme``, in points of top-1; empty when either side is missing."""
+    runs = [r for r in data["runs"] if r["scheme"] == scheme]
+    ours = {r["seed"]: 100 * r["test_acc"] for r in runs if r["method"] == method}
+    if not ours:
+        return ""
+    lines = []
+    uniform = {r["seed"]: 100 * r["test_acc"] for r in runs if r["method"] == "uniform"}
+    diffs = [ours[s] - uniform[s] for s in sorted(ours.keys() & uniform.keys())]
+    if diffs:
+        mean, std = mean_std(diffs)
+        each = ", ".join(f"{d:+.2f}" for d in diffs)
+        lines.append(
+            f"- {METHODS.get(method, method)} - Uniform, {SCHEMES[scheme]}, paired by training "
+            f"seed: {mean:+.2f} ± {std:.2f} points (n={len(diffs)}: {each})"
+        )
+    randoms = [100 * r["test_acc"] for r in runs if r["method"] == "random"]
+    if randoms:
+        median = statistics.median(randoms)
+        gaps = [a - median for a in ours.values()]
+        mean, std = mean_std(gaps)
+        lines.append(
+            f"- {METHODS.get(method, method)} - median Random ({len(randoms)} networks, "
+            f"{median:.2f}%), {SCHEMES[scheme]}: {mean:+.2f} ± {std:.2f} points over "
+            f"{len(gaps)} training seed(s); the randoms range {min(randoms):.2f}-"
+            f"{max(randoms):.2f}%"
+        )
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def write_report(data: dict) -> None:
     name = data["study"]
     md = ROOT / "studies" / "results" / f"{name}.md"
-    write_text_atomic(md, f"<!-- written by python -m studies.run --report -->\n\n{table(data)}")
+    text = table(data)
+    gaps = paired(data)
+    if gaps:
+        text += f"\nPaired differences:\n\n{gaps}"
+    write_text_atomic(md, f"<!-- written by python -m studies.run --report -->\n\n{text}")
     png = ROOT / "docs" / f"study_{name}.png"
     plot(data, png)
-    print(table(data))
+    print(text)
     print(f"table: {md.relative_to(ROOT)}\nplot:  {png.relative_to(ROOT)}")

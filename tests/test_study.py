@@ -198,3 +198,25 @@ def test_a_baseline_is_one_network_entry(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="kind must be one of"):
         Study(str(path), runs_root=tmp_path)
+
+
+def test_paired_differences_by_hand():
+    from studies.report import paired
+
+    run = {"macs": 20e6, "params": 1e5, "macs_reduction": 0.5, "epochs": 8, "wall_time_s": 1}
+    runs = [
+        {**run, "method": "tas", "scheme": "kd", "seed": 0, "test_acc": 0.86},
+        {**run, "method": "tas", "scheme": "kd", "seed": 1, "test_acc": 0.87},
+        {**run, "method": "uniform", "scheme": "kd", "seed": 0, "test_acc": 0.85},
+        {**run, "method": "uniform", "scheme": "kd", "seed": 1, "test_acc": 0.85},
+        {**run, "method": "uniform", "scheme": "kd", "seed": 2, "test_acc": 0.99},  # unpaired
+        {**run, "method": "random", "scheme": "kd", "seed": 0, "test_acc": 0.84},
+        {**run, "method": "random", "scheme": "kd", "seed": 0, "test_acc": 0.85},
+        {**run, "method": "random", "scheme": "kd", "seed": 0, "test_acc": 0.90},
+    ]
+    text = paired({"runs": runs})
+    # TAS - Uniform: +1.00 and +2.00 -> mean 1.50, std 0.71
+    assert "paired by training seed: +1.50 ± 0.71 points (n=2: +1.00, +2.00)" in text
+    # median random 85.00: TAS 86, 87 -> +1.00, +2.00
+    assert "median Random (3 networks, 85.00%), KD: +1.50 ± 0.71 points over 2" in text
+    assert paired({"runs": runs[2:]}) == ""
