@@ -5,6 +5,7 @@ and score each on the architecture half of the search split (never the test set)
     python -m studies.settling --teacher runs/teacher/checkpoints/last.ckpt \
         --found runs/search_warm/found.json --random 5 --out runs/settling_check
     python -m studies.settling --out runs/settling_check --report
+    python -m studies.settling --searches runs/search_warm runs/search_scratch   # knob table
 
 Every network keeps each conv's first c filters and each stage's first blocks of the full
 network, as the supernet's weight sharing does (``tas.build_model(arch, init_from=teacher)``),
@@ -111,9 +112,38 @@ def report(out: Path) -> str:
     return "\n".join(lines)
 
 
+def settling_row(run: Path) -> str:
+    """One row of the knob table from a finished search's directory."""
+    import yaml
+
+    summary = json.loads((run / "search_summary.json").read_text())
+    cfg = yaml.safe_load((run / "config.yaml").read_text())["model"]
+    settle = summary["settling"]
+    last = summary["last_epoch_macs"]
+    low, high = summary["band_macs"]
+    return (
+        f"| {run.name} | {'warm' if cfg.get('teacher') else 'scratch'} | {cfg['lr']} | "
+        f"{cfg['arch_lr']} | {cfg['arch_weight_decay']} | {cfg['tau_end']} | "
+        f"{cfg['num_samples']} | {cfg.get('cost', 'band')} | {summary['epochs']} | "
+        f"{settle['width_maxprob']:.3f} / {settle['width_maxprob_min']:.3f} | "
+        f"{settle['depth_maxprob']:.3f} / {settle['depth_maxprob_min']:.3f} | "
+        f"{settle['argmax_changes']} | {settle['unchanged_epochs']} | {last / 1e6:.2f}M "
+        f"({'in' if low <= last <= high else 'out'}) | {100 * summary['val_acc']:.1f} |"
+    )
+
+
+SETTLING_HEAD = (
+    "| run | start | weight lr | arch lr | arch wd | tau end | I | cost | epochs "
+    "| width maxprob mean / min | depth maxprob mean / min | argmax changes, last epoch "
+    "| epochs unchanged at the end | last network MACs (band) | found, arch-half % |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--searches", nargs="*", type=Path, help="search runs: print the knob table")
     p.add_argument("--report", action="store_true", help="print the table of what is done")
     p.add_argument("--teacher", help="train.py checkpoint of the full network")
     p.add_argument("--found", nargs="*", default=[], help="found.json files to rank")
@@ -125,9 +155,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data_root", default=None)
+    p.add_argument("--data_name", default=None, help="default: cifar10/cifar100 by classes")
     p.add_argument("--train_subset", type=int, default=None, help="stratified subset (tests)")
     p.add_argument("--only", nargs="*", help="run only these network names")
     args = p.parse_args(argv)
+    if args.searches:
+        print("\n".join([SETTLING_HEAD, *(settling_row(r) for r in args.searches)]))
+        return
+    if args.out is None:
+        p.error("--out is required")
     if args.report:
         print(report(args.out))
         return
@@ -145,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"studies.settling: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
     dm = CIFARDataModule(
-        name="cifar10" if space.num_classes == 10 else "cifar100",
+        name=args.data_name or ("cifar10" if space.num_classes == 10 else "cifar100"),
         root=args.data_root,
         batch_size=args.batch_size,
         eval_batch_size=500,

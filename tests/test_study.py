@@ -220,3 +220,39 @@ def test_paired_differences_by_hand():
     # median random 85.00: TAS 86, 87 -> +1.00, +2.00
     assert "median Random (3 networks, 85.00%), KD: +1.50 ± 0.71 points over 2" in text
     assert paired({"runs": runs[2:]}) == ""
+
+
+def test_settling_check_ranks_found_uniform_and_random(tmp_path):
+    """studies.settling end to end on synthetic data: every network fine-tuned from the
+    teacher's first filters and scored; a rerun skips what is done."""
+    import subprocess
+    import sys
+
+    from tests.cli_helpers import QUIET, run_script, script_env
+
+    teacher = tmp_path / "teacher"
+    tiny = ["--data.name=synthetic", "--data.synthetic_train_size=256", "--logger=false"]
+    result = run_script("train.py", *QUIET, *tiny, "--model.depth=20",
+                        "--trainer.max_epochs=1", f"--out={teacher}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = tmp_path / "found.json"
+    tas.Arch.uniform(tas.SearchSpace.cifar_resnet(20), 0.47).save(found)
+    cmd = [sys.executable, "-m", "studies.settling", "--teacher",
+           str(teacher / "checkpoints" / "last.ckpt"), "--found", str(found), "--random", "2",
+           "--epochs", "1", "--data_name", "synthetic", "--out", str(tmp_path / "rank")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=script_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "rank").glob("*.json")}
+    assert set(rows) == {
+        "found_tmp" + str(tmp_path.name)[3:],
+        "uniform",
+        "random_0",
+        "random_1",
+    } or (len(rows) == 4 and {"uniform", "random_0", "random_1"} <= set(rows))
+    full = tas.Arch.full(tas.SearchSpace.cifar_resnet(20)).macs
+    for row in rows.values():
+        assert 0.0 <= row["arch_half_acc"] <= 1.0 and row["images"] == 1000
+    for k in ("random_0", "random_1"):
+        assert 0.45 * full <= rows[k]["macs"] <= 0.5 * full
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=script_env())
+    assert again.returncode == 0 and "random:0:" not in again.stdout  # done: not retrained
