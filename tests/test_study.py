@@ -243,12 +243,7 @@ def test_settling_check_ranks_found_uniform_and_random(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=script_env())
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "rank").glob("*.json")}
-    assert set(rows) == {
-        "found_tmp" + str(tmp_path.name)[3:],
-        "uniform",
-        "random_0",
-        "random_1",
-    } or (len(rows) == 4 and {"uniform", "random_0", "random_1"} <= set(rows))
+    assert len(rows) == 4 and {"uniform", "random_0", "random_1"} <= set(rows)
     full = tas.Arch.full(tas.SearchSpace.cifar_resnet(20)).macs
     for row in rows.values():
         assert 0.0 <= row["arch_half_acc"] <= 1.0 and row["images"] == 1000
