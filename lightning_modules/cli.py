@@ -13,6 +13,7 @@ Run directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import tas
 from lightning_modules.data import CIFARDataModule, DataError
@@ -101,8 +103,59 @@ class WallClock(Callback):
         self.before, self.start = float(state_dict["seconds"]), time.time()
 
 
+PREEMPTED_EXIT = 143  # 128 + SIGTERM: what a shell reports for a terminated process
+
+
+class RunLock:
+    """One run per output directory: an exclusive ``flock`` on OUT/.lock, held for the life of
+    the process. The kernel drops it when the process ends, however it ends, so a killed run
+    never leaves the directory locked."""
+
+    held: list[RunLock] = []  # this process's locks, released by `release_new` on a user error
+
+    def __init__(self, out: Path) -> None:
+        import fcntl
+
+        self.out, self.created = out, not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / ".lock"
+        self.file = open(self.path, "a+")  # noqa: SIM115 (held until the process ends)
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            pid = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise UsageError(
+                f"{out} is in use by another run (pid {pid}): wait for it to end, or choose "
+                "another --out"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+        RunLock.held.append(self)
+
+    @classmethod
+    def release_new(cls) -> None:
+        """Unlock, and remove the directories the locks created if nothing else was written
+        there: a run refused for a user error leaves nothing behind."""
+        for lock in cls.held:
+            lock.file.close()
+            if lock.created:
+                lock.path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # not empty: the run wrote something
+                    lock.out.rmdir()
+        cls.held.clear()
+
+
+def is_first_process() -> bool:
+    """False in the extra processes of a multi-process run (they share rank 0's --out)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
 class ResumeHint(Callback):
-    """Say how to continue when the run is interrupted (Ctrl-C)."""
+    """Say how to continue when the run is interrupted (Ctrl-C, SIGTERM)."""
 
     def __init__(self, command: str, out: Path) -> None:
         self.command, self.out = command, out
@@ -111,7 +164,7 @@ class ResumeHint(Callback):
         self, trainer: pl.Trainer, module: pl.LightningModule, err: BaseException
     ) -> None:
         if (
-            not isinstance(err, (KeyboardInterrupt, NonFiniteLossError))
+            not isinstance(err, (KeyboardInterrupt, NonFiniteLossError, SIGTERMException))
             or not trainer.is_global_zero
         ):
             return
@@ -121,8 +174,9 @@ class ResumeHint(Callback):
             if last.exists()
             else "no epoch had finished, so there is no checkpoint yet"
         )
+        cause = " by SIGTERM" if isinstance(err, SIGTERMException) else ""
         print(
-            f"\nStopped during epoch {trainer.current_epoch}: {where}. Resume with:\n"
+            f"\nStopped{cause} during epoch {trainer.current_epoch}: {where}. Resume with:\n"
             f"  python {self.command} --out {self.out} --resume",
             file=sys.stderr,
         )
@@ -185,6 +239,8 @@ class TASCLI(LightningCLI):
         if cfg.logger not in LOGGERS:
             raise UsageError(f"--logger must be one of {', '.join(LOGGERS)}, got {cfg.logger!r}")
         out = Path(cfg.out)
+        if is_first_process():
+            self.lock = RunLock(out)  # before looking at what the directory holds
         last = out / "checkpoints" / "last.ckpt"
         finished = [n for n in ("found.json", "results.json") if (out / n).exists()]
         if cfg.resume and cfg.overwrite:
@@ -294,8 +350,11 @@ def main(
     except USER_ERRORS as err:
         if debug:
             raise
+        RunLock.release_new()
         print(f"{script}: error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:  # preempted: the hint is printed; a scheduler must not see success
+        sys.exit(PREEMPTED_EXIT)
 
 
 def route_info_logs_to_stdout() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import signal
 import time
 
 import pytest
@@ -109,8 +110,10 @@ def test_train_search_distill_end_to_end(tmp_path):
     assert "teacher test accuracy" in distill.stdout + distill.stderr
 
 
-def test_search_killed_and_resumed_ends_with_the_same_found_json(tmp_path):
-    """SIGKILL at a random moment after the first checkpoint; --resume must finish with the
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_search_killed_and_resumed_ends_with_the_same_found_json(tmp_path, sig):
+    """SIGKILL (a crash) or SIGTERM (preemption) at a random moment after the first checkpoint;
+    SIGTERM ends with exit code 143 and says how to resume; --resume must finish with the
     found.json of the uninterrupted run, byte for byte."""
     args = [
         *COMMON,
@@ -125,14 +128,17 @@ def test_search_killed_and_resumed_ends_with_the_same_found_json(tmp_path):
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     out = tmp_path / "killed"
-    proc = start_script("train_search.py", *args, f"--out={out}")
+    proc = start_script("train_search.py", *args, f"--out={out}", capture=True)
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(random.uniform(0.0, 1.5))  # somewhere in the next epoch
-    proc.kill()
-    proc.wait()
+    proc.send_signal(getattr(signal, sig))
+    _, stderr = proc.communicate(timeout=120)
+    if sig == "SIGTERM":
+        assert proc.returncode == 143, stderr[-2000:]
+        assert "Stopped by SIGTERM" in stderr and "--resume" in stderr
     assert last.exists() and not (out / "found.json").exists(), "the run was not cut short"
     assert not list(out.rglob("*.tmp")), "a half-written file was left behind"
     clocks = torch.load(last, weights_only=False)["callbacks"]

@@ -60,3 +60,30 @@ def test_ctrl_c_says_how_to_resume_and_resume_finishes(tmp_path):
     resumed = run_script("train_search.py", *args, f"--out={out}", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (out / "found.json").exists()
+
+
+def test_one_run_per_directory(tmp_path):
+    """A second process on a running run's --out is refused at once, in one line; a killed
+    run leaves no stuck lock; another --out runs alongside."""
+    args = [*TINY, "--data.synthetic_train_size=1024", "--trainer.max_epochs=50"]
+    out = tmp_path / "run"
+    proc = start_script("train_search.py", *args, f"--out={out}")
+    try:
+        deadline = time.time() + 120
+        while not (out / "config.yaml").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            second = run_script("train_search.py", *args, f"--out={out}", *extra)
+            assert second.returncode == 2, second.stderr[-2000:]
+            errors = [ln for ln in second.stderr.splitlines() if ": error: " in ln]
+            assert len(errors) == 1 and "in use by another run" in errors[0], second.stderr
+            assert f"pid {proc.pid}" in errors[0]
+        one = [*TINY, "--trainer.max_epochs=1"]
+        other = run_script("train_search.py", *one, f"--out={tmp_path / 'other'}")
+        assert other.returncode == 0, other.stderr[-2000:]
+    finally:
+        proc.kill()
+        proc.wait()
+    one = [*TINY, "--trainer.max_epochs=1"]
+    again = run_script("train_search.py", *one, f"--out={out}", "--overwrite")
+    assert again.returncode == 0, again.stderr[-2000:]  # the killed run's lock died with it
