@@ -23,3 +23,15 @@ def cifar_archive() -> Path:
     if not CIFAR_ARCHIVE.exists():
         pytest.skip(f"shared CIFAR-10 copy not found at {CIFAR_ARCHIVE}")
     return CIFAR_ARCHIVE
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> str:
+    """A train.py checkpoint of the full ResNet-20 after one epoch on 128 synthetic images."""
+    from tests.cli_helpers import run_script
+    from tests.test_cli_errors import TINY
+
+    out = tmp_path_factory.mktemp("teacher")
+    result = run_script("train.py", *TINY, "--model.depth=20", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return str(out / "checkpoints" / "last.ckpt")

@@ -23,14 +23,6 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("teacher")
-    result = run_script("train.py", *TINY, "--model.depth=20", f"--out={out}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return str(out / "checkpoints" / "last.ckpt")
-
-
-@pytest.fixture(scope="module")
 def found(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("arch") / "found.json"
     tas.Arch.uniform(tas.SearchSpace.cifar_resnet(20), 0.5).save(path)

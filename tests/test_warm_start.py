@@ -125,14 +125,6 @@ def test_distribution_stats_of_uniform_and_settled_distributions():
 SEARCH = [*TINY, "--model.depth=20", "--model.ratio=0.5", "--trainer.log_every_n_steps=50"]
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("teacher")
-    result = run_script("train.py", *TINY, "--model.depth=20", f"--out={out}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    return str(out / "checkpoints" / "last.ckpt")
-
-
 def test_search_warm_started_from_a_train_checkpoint_records_it(tmp_path, teacher):
     out = tmp_path / "search"
     result = run_script(
