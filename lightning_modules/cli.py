@@ -149,6 +149,32 @@ class RunLock:
         cls.held.clear()
 
 
+def resume_checkpoint(out: Path) -> Path:
+    """The newest intact checkpoint of the run in ``out``: last.ckpt, or, when that one cannot
+    be read (truncated by a crash of the machine, garbled), the epoch checkpoint beside it, with
+    a warning. No intact checkpoint at all is a user error naming the files."""
+    folder = out / "checkpoints"
+    candidates = [folder / "last.ckpt", *sorted(folder.glob("epoch*.ckpt"), reverse=True)]
+    bad = []
+    for path in candidates:
+        try:
+            torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # a damaged file raises one of many types
+            bad.append(f"{path.name} ({type(err).__name__})")
+            continue
+        if bad:
+            print(
+                f"warning: {', '.join(bad)} in {folder} cannot be read; resuming from "
+                f"{path.name} instead",
+                file=sys.stderr,
+            )
+        return path
+    raise UsageError(
+        f"--resume: no intact checkpoint in {folder}: {', '.join(bad)} cannot be read; start "
+        "afresh with --overwrite"
+    )
+
+
 def is_first_process() -> bool:
     """False in the extra processes of a multi-process run (they share rank 0's --out)."""
     return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
@@ -316,7 +342,7 @@ class TASCLI(LightningCLI):
             for lg in self.trainer.loggers:
                 if isinstance(lg, WandbLogger):
                     write_text_atomic(self.out / "wandb" / "run_id", lg.experiment.id + "\n")
-        ckpt = self.out / "checkpoints" / "last.ckpt" if self.config.resume else None
+        ckpt = resume_checkpoint(self.out) if self.config.resume else None
         self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
         if self.trainer.interrupted:
             raise KeyboardInterrupt

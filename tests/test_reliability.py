@@ -87,3 +87,25 @@ def test_one_run_per_directory(tmp_path):
     one = [*TINY, "--trainer.max_epochs=1"]
     again = run_script("train_search.py", *one, f"--out={out}", "--overwrite")
     assert again.returncode == 0, again.stderr[-2000:]  # the killed run's lock died with it
+
+
+def test_resume_skips_a_truncated_last_checkpoint(tmp_path):
+    """A last.ckpt cut short by a crash: --resume warns and continues from the epoch checkpoint
+    beside it; with no intact checkpoint it stops in one line (exit 2)."""
+    out = tmp_path / "run"
+    first = run_script("train.py", *TINY, "--trainer.max_epochs=1", f"--out={out}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (out / "results.json").unlink()  # as if the run had been stopped after its first epoch
+    last = out / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    resumed = run_script("train.py", *TINY, "--trainer.max_epochs=2", f"--out={out}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "last.ckpt" in resumed.stderr and "resuming from epoch000.ckpt" in resumed.stderr
+    assert json.loads((out / "results.json").read_text())["epochs"] == 2
+    (out / "results.json").unlink()
+    for path in (out / "checkpoints").glob("*.ckpt"):
+        path.write_bytes(b"garbage")
+    broken = run_script("train.py", *TINY, "--trainer.max_epochs=3", f"--out={out}", "--resume")
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    errors = [ln for ln in broken.stderr.splitlines() if ": error: " in ln]
+    assert len(errors) == 1 and "no intact checkpoint" in errors[0], broken.stderr
