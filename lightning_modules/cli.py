@@ -14,6 +14,7 @@ Run directory layout::
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -34,7 +35,12 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import tas
 from lightning_modules.data import CIFARDataModule, DataError
-from lightning_modules.errors import NonFiniteLossError, UsageError
+from lightning_modules.errors import (
+    NonFiniteLossError,
+    UsageError,
+    WriteFailed,
+    describe_write_error,
+)
 from lightning_modules.teacher import TeacherError
 from tas.arch import write_text_atomic
 
@@ -50,7 +56,16 @@ FLAGS = ("--resume", "--overwrite", "--debug")  # may be given bare: --resume ==
 LOGGERS = ("wandb", "csv", "false")
 
 
-USER_ERRORS = (ValueError, ArgumentError, DataError, TeacherError, NonFiniteLossError)
+USER_ERRORS = (
+    ValueError,
+    ArgumentError,
+    DataError,
+    TeacherError,
+    NonFiniteLossError,
+    WriteFailed,
+)
+# OSErrors that mean "the disk refused the write", not a bug
+DISK_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
@@ -81,6 +96,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             torch.save(checkpoint, tmp)
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:  # torch reports a failed write as RuntimeError
+            raise WriteFailed(describe_write_error(path, err)) from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -378,6 +395,12 @@ def main(
             raise
         RunLock.release_new()
         print(f"{script}: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if debug or err.errno not in DISK_ERRNOS:
+            raise
+        RunLock.release_new()
+        print(f"{script}: error: {describe_write_error(err.filename, err)}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException:  # preempted: the hint is printed; a scheduler must not see success
         sys.exit(PREEMPTED_EXIT)

@@ -10,6 +10,18 @@ class UsageError(ValueError):
     """A command-line or run-directory problem the user can fix."""
 
 
+class WriteFailed(RuntimeError):
+    """A file the run must write could not be written (disk full, I/O error); the previous
+    version of the file is left whole."""
+
+
+def describe_write_error(path: object, err: BaseException) -> str:
+    cause = (
+        err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())
+    )
+    return f"cannot write {path}: {cause}; the previous file is intact, free space and --resume"
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last checkpoint still holds the last good epoch."""
 

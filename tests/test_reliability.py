@@ -109,3 +109,46 @@ def test_resume_skips_a_truncated_last_checkpoint(tmp_path):
     assert broken.returncode == 2 and "Traceback" not in broken.stderr
     errors = [ln for ln in broken.stderr.splitlines() if ": error: " in ln]
     assert len(errors) == 1 and "no intact checkpoint" in errors[0], broken.stderr
+
+
+def test_full_disk_at_a_checkpoint_write_keeps_the_last_one_and_resumes(
+    tmp_path, monkeypatch, capsys
+):
+    """ENOSPC injected at the first checkpoint write of epoch 1: one line naming the file and
+    the cause, exit 2, epoch 0's checkpoint intact, no temp file; --resume after "space is
+    freed" finishes the run."""
+    import errno
+
+    import train
+    from lightning_modules import cli
+    from lightning_modules.classify import ClassifyModule
+
+    out = tmp_path / "run"
+    args = [a for a in TINY if a != "--logger=csv"] + ["--logger=false", f"--out={out}"]
+    real_save, calls = torch.save, []
+
+    def full_disk(obj, f, *a, **k):
+        calls.append(f)
+        if len(calls) >= 3:  # epoch 0 wrote epoch000.ckpt and last.ckpt
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    def run(*extra: str) -> int:
+        try:
+            cli.main(train.TrainCLI, ClassifyModule, "train.py", "runs/train", train.finish,
+                     argv=[*args, *extra])  # fmt: skip
+        except SystemExit as exit:
+            return exit.code
+        return 0
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert run("--trainer.max_epochs=3") == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ": error: " in ln]
+    assert len(errors) == 1, errors
+    assert "last.ckpt" in errors[0] or "epoch001.ckpt" in errors[0]
+    assert "No space left on device" in errors[0]
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["epoch"] == 0 and not list(out.rglob("*.tmp"))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert run("--trainer.max_epochs=3", "--resume") == 0
+    assert json.loads((out / "results.json").read_text())["epochs"] == 3
