@@ -445,3 +445,31 @@ def test_datamodule_in_lightning(tmp_path: Path) -> None:
     assert seen["train"] and all(dt == torch.float32 for dt in seen["train"] + seen["val"])
     assert len(seen["first_idx"]) == 2 and seen["first_idx"][0] != seen["first_idx"][1]
     assert dm.augment.epoch == 1
+
+
+def test_an_unreadable_image_stops_the_run_or_is_skipped(tmp_path: Path, tiny: dict) -> None:
+    """Through train.py: a truncated image in an ImageFolder is named in one line (exit 2), or,
+    with --data.skip_bad_images, left out with one warning line; the two decodes are cached
+    apart, so a strict run never reads the skipping run's cache."""
+    import shutil
+
+    from tests.cli_helpers import QUIET, run_script
+
+    folder = tmp_path / "folder"
+    shutil.copytree(tiny["folder"], folder)
+    bad = folder / "train" / "dog" / "0001.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    common = [*QUIET, "--logger=false", "--model.depth=20", "--data.batch_size=4",
+              "--trainer.max_epochs=1", f"--data.root={folder}"]  # fmt: skip
+    env = {"TAS_CACHE_DIR": str(tmp_path / "cache")}
+    strict = run_script("train.py", *common, f"--out={tmp_path / 'a'}", env=env)
+    assert strict.returncode == 2 and "Traceback" not in strict.stderr
+    errors = [ln for ln in strict.stderr.splitlines() if ": error: " in ln]
+    assert len(errors) == 1 and str(bad) in errors[0] and "cannot decode" in errors[0]
+    skip = run_script(
+        "train.py", *common, "--data.skip_bad_images=true", f"--out={tmp_path / 'b'}", env=env
+    )
+    assert skip.returncode == 0, skip.stderr[-2000:]
+    assert f"skipped 1 unreadable image(s), first {bad}" in skip.stderr
+    again = run_script("train.py", *common, f"--out={tmp_path / 'c'}", env=env)
+    assert again.returncode == 2 and str(bad) in again.stderr

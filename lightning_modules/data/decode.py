@@ -6,6 +6,7 @@ and ``.tar.gz`` / ``.tgz`` / ``.tar`` archives of either, read sequentially with
 
 import io
 import pickle
+import sys
 import tarfile
 import zlib
 from dataclasses import dataclass, field
@@ -32,12 +33,36 @@ _SPLITS = ("train", "test")
 
 @dataclass
 class _Decoded:
-    """Images ``(N, 32, 32, 3)`` uint8 arrays collected per class name, plus their sort keys."""
+    """Images ``(N, 32, 32, 3)`` uint8 arrays collected per class name, plus their sort keys.
+
+    ``skipped`` None: an image that cannot be decoded stops the load (DataError naming it);
+    a list: its place is appended there and the image left out.
+    """
 
     items: list[tuple[str, str, np.ndarray]] = field(default_factory=list)
+    skipped: list[str] | None = None
 
     def add(self, cls: str, key: str, image: np.ndarray) -> None:
         self.items.append((cls, key, image))
+
+    def add_encoded(self, cls: str, key: str, data: bytes, where: str) -> None:
+        try:
+            image = _decode_image(data, where)
+        except DataError:
+            if self.skipped is None:
+                raise
+            self.skipped.append(where)
+            return
+        self.add(cls, key, image)
+
+
+def report_skipped(skipped: list[str]) -> None:
+    """One warning line for the images a load left out (``skip_bad_images``)."""
+    if skipped:
+        print(
+            f"warning: skipped {len(skipped)} unreadable image(s), first {skipped[0]}",
+            file=sys.stderr,
+        )
 
 
 def _decode_image(data: bytes, where: str) -> np.ndarray:
@@ -104,9 +129,11 @@ def _load_pickle_dir(folder: Path, name: str, train: bool) -> tuple[torch.Tensor
     return images, labels
 
 
-def _decode_image_folder(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def _decode_image_folder(
+    root: Path, split: str, skip_bad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     classes = _folder_classes(root)
-    dec = _Decoded()
+    dec = _Decoded(skipped=[] if skip_bad else None)
     split_dir = root / split
     for cls in classes:
         cls_dir = split_dir / cls
@@ -118,7 +145,8 @@ def _decode_image_folder(root: Path, split: str) -> tuple[torch.Tensor, torch.Te
                     data = path.read_bytes()
                 except OSError as exc:
                     raise DataError(f"cannot read {path}: {_one_line(exc)}") from None
-                dec.add(cls, path.name, _decode_image(data, str(path)))
+                dec.add_encoded(cls, path.name, data, str(path))
+    report_skipped(dec.skipped or [])
     images, labels = _stack_split({split: dec}, classes)[split]
     if images.shape[0] == 0:
         raise DataError(f"ImageFolder {split_dir} holds no images ({split}/<class>/<image>)")
@@ -135,14 +163,17 @@ def _folder_classes(root: Path) -> list[str]:
     return sorted(names)
 
 
-def _decode_tar(path: Path, name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _decode_tar(
+    path: Path, name: str, skip_bad: bool = False
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Read an archive once, sequentially, and decode every split it holds.
 
     Handles an ImageFolder layout (``[prefix/]train|test/<class>/<image>``) and the torchvision
     pickle layout (``[prefix/]cifar-10-batches-py/data_batch_1`` ...). Returns
     ``{"train": (images, labels), "test": (images, labels)}`` for the splits found.
     """
-    folder = {"train": _Decoded(), "test": _Decoded()}
+    skipped: list[str] | None = [] if skip_bad else None
+    folder = {"train": _Decoded(skipped=skipped), "test": _Decoded(skipped=skipped)}
     pickles: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     pickle_dir = _PICKLE_DIRS.get(name)
     wanted_pickles = {
@@ -172,11 +203,12 @@ def _decode_tar(path: Path, name: str) -> dict[str, tuple[torch.Tensor, torch.Te
                 f = tf.extractfile(member)
                 if f is None:
                     continue
-                folder[parts[-3]].add(parts[-2], parts[-1], _decode_image(f.read(), where))
+                folder[parts[-3]].add_encoded(parts[-2], parts[-1], f.read(), where)
     except DataError:
         raise
     except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:
         raise DataError(f"cannot read data archive {path}: {_one_line(exc) or type(exc)}") from None
+    report_skipped(skipped or [])
 
     out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if any(d.items for d in folder.values()):

@@ -53,6 +53,7 @@ class CIFARDataModule(pl.LightningDataModule):
         seed: int = 0,
         synthetic_train_size: int = 2000,
         synthetic_test_size: int = 500,
+        skip_bad_images: bool = False,
     ) -> None:
         """
         Args:
@@ -75,6 +76,8 @@ class CIFARDataModule(pl.LightningDataModule):
             seed: seed of the subsets, the search split, the data order and the augmentation.
             synthetic_train_size: training images of the ``synthetic`` data set.
             synthetic_test_size: test images of the ``synthetic`` data set.
+            skip_bad_images: leave out images that cannot be decoded (one warning line with
+                their count and the first one's path) instead of stopping with its path.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -90,6 +93,7 @@ class CIFARDataModule(pl.LightningDataModule):
         self.seed = seed
         self.synthetic_train_size = synthetic_train_size
         self.synthetic_test_size = synthetic_test_size
+        self.skip_bad_images = skip_bad_images
 
         mean, std = dataset_stats(self.name)
         self.augment = GpuAugment(mean, std, seed=seed)
@@ -127,7 +131,9 @@ class CIFARDataModule(pl.LightningDataModule):
             n = self.synthetic_train_size if train else self.synthetic_test_size
             self.source = "generated"
             return make_synthetic(n, train=train)
-        images, labels, self.source = _load(self.name, self.root, train, None, True)
+        images, labels, self.source = _load(
+            self.name, self.root, train, None, True, self.skip_bad_images
+        )
         return images, labels
 
     def setup(self, stage: str | None = None) -> None:

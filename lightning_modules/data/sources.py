@@ -194,6 +194,7 @@ def _load(
     train: bool,
     cache_dir: str | os.PathLike | None,
     cache: bool,
+    skip_bad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     split = "train" if train else "test"
     src = _resolve(name, root, train)
@@ -214,22 +215,25 @@ def _load(
         dirs = [path, split_dir] + (sorted(split_dir.iterdir()) if split_dir.is_dir() else [])
         return [_stat_key(d) for d in dirs if d.is_dir()]
 
-    target = _cache_file(cdir, name, split, stats_for(split))
+    def cache_key(s: str) -> list[tuple]:  # a decode that skipped images is cached apart
+        return [*stats_for(s), ("skip_bad_images",)] if skip_bad else stats_for(s)
+
+    target = _cache_file(cdir, name, split, cache_key(split))
     if cache:
         hit = _read_cache(target)
         if hit is not None:
             return hit[0], hit[1], described
 
     if src.kind == "archive":
-        splits = _decode_tar(path, name)  # one sequential pass decodes both splits
+        splits = _decode_tar(path, name, skip_bad)  # one sequential pass decodes both splits
         if split not in splits:
             raise DataError(f"data archive {path} holds no {split}/<class>/<image> files")
     else:
-        images, labels, _ = _decode_image_folder(path, split)
+        images, labels, _ = _decode_image_folder(path, split, skip_bad)
         splits = {split: (images, labels)}
     if cache:
         for s, (imgs, labs) in splits.items():
-            file = _cache_file(cdir, name, s, stats_for(s))
+            file = _cache_file(cdir, name, s, cache_key(s))
             if not _write_cache(file, imgs, labs, described) and s != split:
                 _PENDING[file.name] = (imgs, labs)
     images, labels = splits[split]
