@@ -26,10 +26,7 @@ class SearchCLI(TASCLI):
         super().before_instantiate_classes()
         self.config.data.search_split = True  # weights and architecture learn on separate halves
 
-    def instantiate_trainer(self, **kwargs: Any) -> Any:
-        if self.config.trainer.strategy == "ddp":  # the search's two backward passes: see
-            kwargs["strategy"] = SearchDDPStrategy()  # lightning_modules/distributed.py
-        return super().instantiate_trainer(**kwargs)
+    ddp_strategy = SearchDDPStrategy  # the search's two backward passes: see distributed.py
 
     def extra_callbacks(self) -> list:
         return [DistributionPlots(self.out)]

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import tas
@@ -274,6 +276,13 @@ class TASCLI(LightningCLI):
             help="wandb (offline unless WANDB_MODE says otherwise), csv, or false",
         )
         parser.add_argument("--wandb_project", type=str, default="tas-pruning")
+        parser.add_argument(
+            "--ddp_timeout_s",
+            type=int,
+            default=1800,
+            help="multi-process runs: how long a process waits in a collective for the others "
+            "before giving up (a rank that died or hangs ends the run instead of blocking it)",
+        )
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
 
     # ------------------------------------------------------------ run directory
@@ -307,7 +316,14 @@ class TASCLI(LightningCLI):
             )
         self.out = out
 
+    ddp_strategy: type[DDPStrategy] = DDPStrategy  # the search has its own (distributed.py)
+
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        if self.config.trainer.strategy == "ddp":
+            timeout = self.config.ddp_timeout_s
+            kwargs["strategy"] = self.ddp_strategy(timeout=timedelta(seconds=timeout))
+            if is_first_process():
+                print(f"multi-process run: a collective waits at most {timeout} s for a process")
         kwargs.setdefault("default_root_dir", str(self.out))
         kwargs["logger"] = self._loggers()
         kwargs["plugins"] = [AtomicCheckpointIO()]
@@ -402,6 +418,16 @@ def main(
         RunLock.release_new()
         print(f"{script}: error: {describe_write_error(err.filename, err)}", file=sys.stderr)
         sys.exit(2)
+    except RuntimeError as err:
+        if debug or not peer_failure(err):
+            raise
+        print(
+            f"{script}: error: another process of this multi-process run failed or stopped "
+            f"answering ({one_line(err)[:200]}); the last checkpoint holds every finished "
+            "epoch: --resume continues the run",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     except SIGTERMException:  # preempted: the hint is printed; a scheduler must not see success
         sys.exit(PREEMPTED_EXIT)
 
@@ -414,6 +440,14 @@ def route_info_logs_to_stdout() -> None:
         log = logging.getLogger(name)
         log.handlers = [handler]
         log.propagate = False
+
+
+def peer_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that lost its peers (gloo/NCCL: closed, reset, timed
+    out), not a bug of this process."""
+    text = str(err)
+    signs = ("Connection closed by peer", "Connection reset by peer", "timed out", "Timeout")
+    return type(err).__name__ == "DistBackendError" or any(s in text for s in signs)
 
 
 def one_line(err: BaseException) -> str:

@@ -60,3 +60,36 @@ def test_two_process_training(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "results.json").exists() and (out / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_dead_rank_ends_the_run_and_resume_continues(tmp_path):
+    """SIGKILL on rank 1 after the first checkpoint: rank 0 does not wait forever in its next
+    collective; it ends within the test's bound, in one line that says how to go on; --resume
+    with the two processes finishes the search."""
+    import subprocess
+    import time
+
+    from tests.cli_helpers import start_script
+
+    out = tmp_path / "ddp"
+    args = [*QUIET, "--logger=false", "--data.name=synthetic", "--data.synthetic_train_size=512",
+            "--data.synthetic_test_size=128", "--model.depth=20", "--data.batch_size=64",
+            "--trainer.max_epochs=3", "--trainer.strategy=ddp", "--trainer.devices=2",
+            "--trainer.accelerator=cpu", "--ddp_timeout_s=60", f"--out={out}"]  # fmt: skip
+    env = {"OMP_NUM_THREADS": "1"}
+    proc = start_script("train_search.py", *args, env=env, capture=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    rank1 = [int(pid) for pid in children.stdout.split()]
+    assert rank1, "rank 1 was not found"
+    subprocess.run(["kill", "-9", *map(str, rank1)], check=True)
+    _, stderr = proc.communicate(timeout=180)  # bounded: no hang in a collective
+    assert proc.returncode != 0 and not (out / "found.json").exists()
+    errors = [ln for ln in stderr.splitlines() if ": error: " in ln]
+    assert len(errors) == 1 and "--resume" in errors[0], stderr[-2000:]
+    resumed = run_script("train_search.py", *args, "--resume", env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "found.json").exists()
