@@ -4,9 +4,10 @@ The method in pure PyTorch: the search space, the searchable network, the expect
 the derived architecture (found.json) and the compact network it builds.
 """
 
+from tas import latency
 from tas.arch import Arch, ArchFormatError
 from tas.compact import build_model, count_macs
-from tas.cost import cost_loss, expected_macs
+from tas.cost import cost_loss, expected_cost, expected_macs
 from tas.cwi import channel_interpolate
 from tas.gumbel import TauSchedule, sample_candidates
 from tas.kd import kd_loss
@@ -24,7 +25,9 @@ __all__ = [
     "channel_interpolate",
     "cost_loss",
     "count_macs",
+    "expected_cost",
     "expected_macs",
+    "latency",
     "kd_loss",
     "sample_candidates",
     "search_step",

@@ -15,6 +15,7 @@ wherever no max is involved and is exact where one is (see tas-method.md, "Expec
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -31,6 +32,9 @@ def _max(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.diff(cdf, prepend=cdf.new_zeros(1))
 
 
+ConvCost = Callable[[str, int, int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def expected_macs(
     space: SearchSpace,
     width_probs: torch.Tensor,
@@ -43,6 +47,42 @@ def expected_macs(
     depth_probs: (num_stages, D) probabilities over each stage's depth choices.
     Returns a float64 scalar, differentiable in both inputs.
     """
+
+    def conv_macs(name: str, kernel: int, size: int, cin: torch.Tensor, cout: torch.Tensor):
+        return kernel**2 * size**2 * _mean(cin) * _mean(cout)
+
+    def projection_macs(name: str, size: int, cin: torch.Tensor, cout: torch.Tensor):
+        # a 1x1 conv only where the widths differ: E[cin cout] minus the equal-width terms
+        counts = torch.arange(len(cin), device=cin.device)
+        same = (cin * cout * counts**2).sum()
+        return size**2 * (_mean(cin) * _mean(cout) - same)
+
+    return expected_cost(
+        space,
+        width_probs,
+        depth_probs,
+        conv_macs,
+        lambda w: _mean(w) * space.num_classes,
+        projection_macs,
+    )
+
+
+def expected_cost(
+    space: SearchSpace,
+    width_probs: torch.Tensor,
+    depth_probs: torch.Tensor,
+    conv_cost: ConvCost,
+    head_cost: Callable[[torch.Tensor], torch.Tensor],
+    projection_cost: Callable[[str, int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The expectation of a cost that sums over the built network's convs, under the width and
+    depth distributions (see `expected_macs` for the arguments). ``conv_cost(name, kernel,
+    out_size, cin, cout)`` is the expected cost of one conv given its input and output width
+    distributions (vectors over channel counts, independent); a stride-2 block's projection
+    shortcut is named ``BLOCK.shortcut``. ``head_cost(width)`` prices the head's input width.
+    ``projection_cost(name, out_size, cin, cout)`` prices the 1x1 projections that a
+    ``shortcut="projection"`` space builds where an identity block's widths differ.
+    """
     convs = space.convs()
     length = max(c.channels for c in convs) + 1
     probs = width_probs.double()
@@ -51,14 +91,11 @@ def expected_macs(
         index = torch.tensor(conv.candidates, device=probs.device)
         dists[conv.name] = probs.new_zeros(length).index_add(0, index, probs[row, : len(index)])
 
-    def conv_macs(kernel: int, size: int, cin: torch.Tensor, cout: torch.Tensor) -> torch.Tensor:
-        return kernel**2 * size**2 * _mean(cin) * _mean(cout)
-
     size = conv_out_size(space.input_size, space.stem.kernel, space.stem.stride)
     const_in = probs.new_zeros(length)
     const_in[space.in_channels] = 1.0
     width = dists["stem"]
-    total = conv_macs(space.stem.kernel, size, const_in, width)
+    total = conv_cost("stem", space.stem.kernel, size, const_in, width)
     depth = depth_probs.double()
     for s, stage in enumerate(space.stages):
         choices = stage.depth_choices
@@ -72,22 +109,27 @@ def expected_macs(
         outputs = []
         for p, block in enumerate(stage.blocks):
             block_in, block_in_size = width, size
-            macs = 0.0
+            cost = 0.0
             for conv in block.convs:
                 size = conv_out_size(size, conv.kernel, conv.stride)
-                macs = macs + conv_macs(conv.kernel, size, width, dists[conv.name])
+                cost = cost + conv_cost(conv.name, conv.kernel, size, width, dists[conv.name])
                 width = dists[conv.name]
             if block.projection:  # the full network's projection: AvgPool(stride) + 1x1 conv
-                macs = macs + conv_macs(1, block_in_size // block.stride, block_in, width)
+                shortcut = f"{block.name}.shortcut"
+                cost = cost + conv_cost(shortcut, 1, block_in_size // block.stride, block_in, width)
             elif space.shortcut == "projection":  # 1x1 conv only where the widths differ
-                same = (block_in * width * torch.arange(length, device=width.device) ** 2).sum()
-                macs = macs + size**2 * (_mean(block_in) * _mean(width) - same)
+                if projection_cost is None:
+                    raise ValueError(
+                        "this cost does not price the projections of a shortcut='projection' "
+                        "space; use shortcut='zero_pad'"
+                    )
+                cost = cost + projection_cost(f"{block.name}.shortcut", size, block_in, width)
             else:  # zero-padded identity: the wider of the two tensors goes on
                 width = _max(block_in, width)
-            total = total + keep[p] * macs
+            total = total + keep[p] * cost
             outputs.append(width)
         width = sum(pi[k] * outputs[d - 1] for k, d in enumerate(choices))
-    return total + _mean(width) * space.num_classes
+    return total + head_cost(width)
 
 
 def cost_loss(
