@@ -24,7 +24,7 @@ if kind == "search":
     a = torch.optim.Adam(net.arch_parameters(), lr=1e-3)
     target = 0.5 * tas.Arch.full(space).macs
     for _ in range(steps):
-        tas.search_step(net, w, a, (x, y), (x, y), target, 0.1 * target)
+        tas.search_step(net, w, a, (x, y), (x, y), tas.MacsBudget(target, 0.1 * target))
 elif kind == "distill":  # a half-MACs student learning from the full network
     model = tas.build_model(tas.Arch.uniform(space, 0.5))
     teacher = tas.build_model(tas.Arch.full(space)).eval()

@@ -47,7 +47,7 @@ def make_fns(depth: int, batch: int, precision: str, channels_last: bool):
 
     def search() -> None:
         with amp():
-            tas.search_step(net, w_opt, a_opt, xw, xa, target, 0.1 * target)
+            tas.search_step(net, w_opt, a_opt, xw, xa, tas.MacsBudget(target, 0.1 * target))
 
     def plain() -> None:
         with amp():

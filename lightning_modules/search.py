@@ -114,6 +114,7 @@ class SearchModule(pl.LightningModule):
         self.full_macs = tas.Arch.full(self.space).macs
         self.target_macs = ratio * self.full_macs
         self.tolerance_macs = tolerance * self.full_macs
+        self.budget = tas.MacsBudget(self.target_macs, self.tolerance_macs)
         smallest = min_macs(self.space)
         if smallest > self.target_macs:
             raise ValueError(
@@ -182,8 +183,7 @@ class SearchModule(pl.LightningModule):
             a_opt,
             (self._inputs(xw), yw),
             (self._inputs(xa), ya),
-            self.target_macs,
-            self.tolerance_macs,
+            self.budget,
             self.hparams.cost_weight,
             backward=self.manual_backward,
             reduce_grads=average_gradients,
@@ -196,8 +196,8 @@ class SearchModule(pl.LightningModule):
         self.log_dict(
             {
                 "search/cost_loss": losses.cost.float(),
-                "search/expected_macs": losses.expected_macs.float(),
-                "search/argmax_macs": losses.argmax_macs.float(),
+                "search/expected_macs": losses.expected.float(),
+                "search/argmax_macs": losses.argmax.float(),
                 "search/target_macs": float(self.target_macs),
                 "search/tau": self.net.tau,
                 "lr": w_opt.param_groups[0]["lr"],

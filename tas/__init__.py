@@ -6,6 +6,7 @@ the derived architecture (found.json) and the compact network it builds.
 
 from tas import latency
 from tas.arch import Arch, ArchFormatError
+from tas.budget import LatencyBudget, MacsBudget
 from tas.compact import build_model, count_macs
 from tas.cost import cost_loss, expected_cost, expected_macs
 from tas.cwi import channel_interpolate
@@ -17,6 +18,8 @@ from tas.supernet import Supernet
 
 __all__ = [
     "Arch",
+    "LatencyBudget",
+    "MacsBudget",
     "ArchFormatError",
     "SearchSpace",
     "Supernet",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from tas.budget import Budget
 from tas.cost import COST_LOSSES
 from tas.supernet import Supernet
 
@@ -22,9 +23,9 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # (B, 3, H, W) float inputs, (B,) lab
 class StepLosses:
     ce: torch.Tensor  # weight step cross-entropy
     arch_ce: torch.Tensor  # architecture step cross-entropy
-    cost: torch.Tensor  # the band cost loss (float64)
-    expected_macs: torch.Tensor  # E[MACs] (float64)
-    argmax_macs: torch.Tensor  # MACs of the current argmax network (float64)
+    cost: torch.Tensor  # the cost loss (float64)
+    expected: torch.Tensor  # the budget's expectation, e.g. E[MACs] (float64)
+    argmax: torch.Tensor  # the budget's value for the current argmax network (float64)
 
 
 def _requires_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
@@ -58,24 +59,23 @@ def arch_step(
     net: Supernet,
     arch_opt: torch.optim.Optimizer,
     batch: Batch,
-    target_macs: float,
-    tolerance_macs: float,
+    budget: Budget,
     cost_weight: float = 2.0,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
     cost: str = "band",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Adam step of the architecture logits on cross-entropy + ``cost_weight`` * the cost
-    loss (``cost``: "band", the paper's, or "centred", see `tas.cost`), with fresh Gumbel
-    draws and the weights frozen. Returns the detached (cross-entropy, cost, E[MACs], argmax
-    MACs)."""
+    loss of ``budget`` (``cost``: "band", the paper's, or "centred", see `tas.cost`), with fresh
+    Gumbel draws and the weights frozen. Returns the detached (cross-entropy, cost, expected
+    budget value, argmax network's value), in the budget's unit."""
     weight_params = net.weight_parameters()
     _requires_grad(weight_params, False)
     x, y = batch
     arch_ce = F.cross_entropy(net(x), y)
-    expected = net.expected_macs()
-    argmax = net.argmax_macs()
-    loss = COST_LOSSES[cost](expected, argmax, target_macs, tolerance_macs)
+    expected = budget.expected(net)
+    argmax = budget.argmax(net)
+    loss = COST_LOSSES[cost](expected, argmax, budget.target, budget.tolerance)
     arch_opt.zero_grad(set_to_none=True)
     backward(arch_ce + cost_weight * loss.to(arch_ce.dtype))
     if reduce_grads is not None:
@@ -91,16 +91,15 @@ def search_step(
     arch_opt: torch.optim.Optimizer,
     weight_batch: Batch,
     arch_batch: Batch,
-    target_macs: float,
-    tolerance_macs: float,
+    budget: Budget,
     cost_weight: float = 2.0,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
     cost: str = "band",
 ) -> StepLosses:
     """Weight step (cross-entropy on ``weight_batch``; logits frozen), then architecture step
-    (cross-entropy on ``arch_batch`` + ``cost_weight`` * cost loss; weights frozen), each with
-    fresh Gumbel draws. Freezing the other group skips its gradient computation entirely.
+    (cross-entropy on ``arch_batch`` + ``cost_weight`` * the cost loss of ``budget``, e.g.
+    `tas.MacsBudget`; weights frozen), each with fresh Gumbel draws. Freezing the other group skips its gradient computation entirely.
 
     ``backward`` runs a loss's backward pass (Lightning passes ``manual_backward``);
     ``reduce_grads`` averages gradients across processes before each optimiser step.
@@ -110,8 +109,7 @@ def search_step(
         net,
         arch_opt,
         arch_batch,
-        target_macs,
-        tolerance_macs,
+        budget,
         cost_weight,
         backward,
         reduce_grads,

@@ -125,3 +125,20 @@ def test_profile_from_the_command_line(tmp_path):
     assert all(ms > 0 for pairs in table.convs.values() for ms in pairs.values())
     assert table.fixed_ms >= 0
     assert sum(len(p) for p in table.convs.values()) == 1288  # ResNet-20's (conv, widths) pairs
+
+
+def test_a_latency_budget_drives_the_search_step(table):
+    """tas.search_step with a LatencyBudget: the argmax network is over the target, so the
+    cost loss (+log E[ms]) pulls the expected latency down, as the MACs budget does."""
+    torch.manual_seed(0)
+    net = tas.Supernet(table.space)
+    full_ms = table.predict_ms(tas.Arch.full(table.space))
+    budget = tas.LatencyBudget(table, target=0.3 * full_ms, tolerance=0.05 * full_ms)
+    assert budget.argmax(net).item() == pytest.approx(table.predict_ms(net.derive()), rel=1e-9)
+    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.0)
+    a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.05)
+    batch = (torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
+    before = budget.expected(net).item()
+    for _ in range(10):
+        losses = tas.search_step(net, w_opt, a_opt, batch, batch, budget, cost_weight=50.0)
+    assert losses.cost.item() > 0 and losses.expected.item() < before
