@@ -45,6 +45,7 @@ def finish(cli: SearchCLI, seconds: float) -> None:
         "target_macs": int(module.target_macs),
         "band_macs": [int(module.target_macs - module.tolerance_macs), int(module.target_macs)],
         "in_band": row["in_band"],
+        **({"latency_ms": row["latency_ms"]} if "latency_ms" in row else {}),
         "selected": arch.search["selected"],
         "val_acc": row["val_acc"],
         "last_epoch_macs": last["macs"],
@@ -65,12 +66,21 @@ def finish(cli: SearchCLI, seconds: float) -> None:
     }
     cli.write_json("search_summary.json", summary)
     band = "inside" if row["in_band"] else "OUTSIDE"
-    print(
-        f"\nfound.json: {path}\n  {arch.summary()}\n"
-        f"  target {module.target_macs / 1e6:.2f}M MACs, band "
-        f"[{summary['band_macs'][0] / 1e6:.2f}M, {summary['band_macs'][1] / 1e6:.2f}M]: {band}"
-        f" ({summary['selected']} epoch {row['epoch']}, arch-half accuracy {100 * row['val_acc']:.2f}%)"
-    )
+    chosen = f"{summary['selected']} epoch {row['epoch']}, arch-half accuracy {100 * row['val_acc']:.2f}%"
+    print(f"\nfound.json: {path}\n  {arch.summary()}")
+    if "latency_ms" in row:
+        budget = module.budget
+        print(
+            f"  predicted latency {row['latency_ms']:.3f} ms, target {budget.target:.3f} ms, band "
+            f"[{budget.target - budget.tolerance:.3f}, {budget.target:.3f}] ms: {band} ({chosen}; "
+            f"table {module.hparams.latency_table})"
+        )
+    else:
+        print(
+            f"  target {module.target_macs / 1e6:.2f}M MACs, band "
+            f"[{summary['band_macs'][0] / 1e6:.2f}M, {summary['band_macs'][1] / 1e6:.2f}M]: {band}"
+            f" ({chosen})"
+        )
     settle = summary["settling"]
     print(
         f"  distributions: largest width probability {settle['width_maxprob']:.3f} (mean), depth "

@@ -20,6 +20,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 import tas
+import tas.latency
 from lightning_modules.distributed import average_gradients, same_on_all_ranks
 from lightning_modules.errors import check_finite
 from lightning_modules.optim import sgd_with_cosine
@@ -56,6 +57,11 @@ class SearchModule(pl.LightningModule):
             the remaining epochs.
         cost: the cost loss, "band" (the paper's: -log E / +log E when the argmax network is
             under / over the band) or "centred" ((log E - log centre)^2, see `tas.cost`).
+        budget: what the cost loss measures: "macs" (the paper's) or "latency" (milliseconds
+            predicted by ``latency_table``, written by ``python -m tas.latency profile``).
+        latency_table: the latency table of this space on the target device.
+        target_ms: the latency target; None: ``ratio`` x the full network's table latency.
+            The band is [target - tolerance x full latency, target].
     """
 
     def __init__(
@@ -84,6 +90,9 @@ class SearchModule(pl.LightningModule):
         teacher: str | None = None,
         weight_warmup_epochs: int = 0,
         cost: str = "band",
+        budget: str = "macs",
+        latency_table: str | None = None,
+        target_ms: float | None = None,
     ) -> None:
         super().__init__()
         check_ratio(ratio)
@@ -114,9 +123,15 @@ class SearchModule(pl.LightningModule):
         self.full_macs = tas.Arch.full(self.space).macs
         self.target_macs = ratio * self.full_macs
         self.tolerance_macs = tolerance * self.full_macs
-        self.budget = tas.MacsBudget(self.target_macs, self.tolerance_macs)
+        self.budget: tas.MacsBudget | tas.LatencyBudget = tas.MacsBudget(
+            self.target_macs, self.tolerance_macs
+        )
+        if budget == "latency":
+            self.budget = latency_budget(self.space, latency_table, target_ms, ratio, tolerance)
+        elif budget != "macs":
+            raise ValueError(f"budget must be 'macs' or 'latency', got {budget!r}")
         smallest = min_macs(self.space)
-        if smallest > self.target_macs:
+        if budget == "macs" and smallest > self.target_macs:
             raise ValueError(
                 f"ratio {ratio} asks for {self.target_macs / 1e6:.2f}M MACs but the smallest network "
                 f"in the search space has {smallest / 1e6:.2f}M ({smallest / self.full_macs:.3f})"
@@ -140,6 +155,11 @@ class SearchModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._start_picks = [list(p) for p in self.net.argmax_indices()]
+
+    @property
+    def unit(self) -> str:
+        """The budget's name in log keys: "macs" or "latency_ms"."""
+        return "macs" if self.budget.unit == "macs" else "latency_ms"
 
     def warming_up(self) -> bool:
         """True during the weights-only warm-up epochs."""
@@ -196,9 +216,9 @@ class SearchModule(pl.LightningModule):
         self.log_dict(
             {
                 "search/cost_loss": losses.cost.float(),
-                "search/expected_macs": losses.expected.float(),
-                "search/argmax_macs": losses.argmax.float(),
-                "search/target_macs": float(self.target_macs),
+                f"search/expected_{self.unit}": losses.expected.float(),
+                f"search/argmax_{self.unit}": losses.argmax.float(),
+                f"search/target_{self.unit}": float(self.budget.target),
                 "search/tau": self.net.tau,
                 "lr": w_opt.param_groups[0]["lr"],
             }
@@ -217,7 +237,7 @@ class SearchModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         arch = self.net.derive()
-        low = self.target_macs - self.tolerance_macs
+        low = self.budget.target - self.budget.tolerance
         widths, depths = self.net.argmax_indices()
         before = self.history[-1]["picks"] if self.history else self._start_picks
         width_changes = depth_changes = 0
@@ -231,9 +251,10 @@ class SearchModule(pl.LightningModule):
             "val_acc": acc,
             "macs": arch.macs,
             "expected_macs": expected,
-            "in_band": low <= arch.macs <= self.target_macs,
+            "in_band": low <= self.budget.of(arch) <= self.budget.target,
             "tau": self.net.tau,
             "argmax_changes": width_changes + depth_changes,
+            **({"latency_ms": self.budget.of(arch)} if self.budget.unit == "ms" else {}),
             **stats,
             "picks": [widths, depths],
             "arch": arch.to_dict(),
@@ -295,6 +316,20 @@ class SearchModule(pl.LightningModule):
             "epochs": self.trainer.max_epochs if self._trainer is not None else None,
             "val_acc": row["val_acc"],
             "warm_start": self.warm_start,
+            **(
+                {
+                    "budget": {
+                        "unit": "ms",
+                        "latency_table": hp.latency_table,
+                        "target_ms": self.budget.target,
+                        "tolerance_ms": self.budget.tolerance,
+                        "predicted_ms": row["latency_ms"],
+                        "table": self.budget.table.meta,
+                    }
+                }
+                if self.budget.unit == "ms"
+                else {}
+            ),
             "settings": {
                 k: hp[k]
                 for k in (
@@ -321,10 +356,15 @@ class SearchModule(pl.LightningModule):
         self.best = state.get("best")
 
 
-def min_macs(space: tas.SearchSpace) -> int:
-    """MACs of the smallest network the search can reach: fewest blocks, narrowest widths."""
+def smallest_arch(space: tas.SearchSpace) -> tas.Arch:
+    """The smallest network the search can reach: fewest blocks, narrowest widths."""
     blocks = tuple(stage.depth_choices[0] for stage in space.stages)
-    return tas.Arch(space, blocks, {c.name: c.candidates[0] for c in space.kept_convs(blocks)}).macs
+    return tas.Arch(space, blocks, {c.name: c.candidates[0] for c in space.kept_convs(blocks)})
+
+
+def min_macs(space: tas.SearchSpace) -> int:
+    """MACs of the smallest network the search can reach."""
+    return smallest_arch(space).macs
 
 
 def file_sha256(path: str | Path) -> str:
@@ -334,3 +374,32 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def latency_budget(
+    space: tas.SearchSpace,
+    table_path: str | None,
+    target_ms: float | None,
+    ratio: float,
+    tolerance: float,
+) -> tas.LatencyBudget:
+    """The latency budget of a search: the table read and checked against the space, the target
+    (``target_ms``, or ``ratio`` x the full network's latency) reachable in the space."""
+    if not table_path:
+        raise ValueError(
+            "budget 'latency' needs --model.latency_table FILE (python -m tas.latency)"
+        )
+    table = tas.latency.LatencyTable.load(table_path)
+    if table.space != space:
+        raise ValueError(
+            f"latency table {table_path} is for {table.space.describe()}, not {space.describe()}"
+        )
+    full_ms = table.predict_ms(tas.Arch.full(space))
+    target = ratio * full_ms if target_ms is None else float(target_ms)
+    smallest = smallest_arch(space)
+    if table.predict_ms(smallest) > target:
+        raise ValueError(
+            f"target {target:.3f} ms is below the fastest network of the space "
+            f"({table.predict_ms(smallest):.3f} ms on {table_path})"
+        )
+    return tas.LatencyBudget(table, target, tolerance * full_ms)

@@ -1,10 +1,10 @@
 """TAS: network pruning via transformable architecture search (Dong & Yang, NeurIPS 2019).
 
 The method in pure PyTorch: the search space, the searchable network, the expected-MACs cost,
-the derived architecture (found.json) and the compact network it builds.
+the derived architecture (found.json) and the compact network it builds. Latency tables and
+expected latency: ``import tas.latency``.
 """
 
-from tas import latency
 from tas.arch import Arch, ArchFormatError
 from tas.budget import LatencyBudget, MacsBudget
 from tas.compact import build_model, count_macs
@@ -30,7 +30,6 @@ __all__ = [
     "count_macs",
     "expected_cost",
     "expected_macs",
-    "latency",
     "kd_loss",
     "sample_candidates",
     "search_step",

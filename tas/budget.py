@@ -9,14 +9,17 @@ unit, and carries the target and the tolerance band [target - tolerance, target]
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from tas.arch import Arch
-from tas.latency import LatencyTable
 from tas.space import SearchSpace
 from tas.supernet import Supernet
+
+if TYPE_CHECKING:  # tas.latency is imported by who profiles or loads a table
+    from tas.latency import LatencyTable
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,20 @@ class LatencyTable:
         return table
 
 
+def cpu_model() -> str:
+    """The CPU's model name and the vector flags that decide oneDNN's kernels."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                 if ln.startswith("model name")), platform.machine())  # fmt: skip
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines()
+                  if ln.startswith("flags")), [])  # fmt: skip
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return f"{name} ({' '.join(f for f in wanted if f in flags) or 'no avx2'})"
+
+
 def profile(
     space: SearchSpace,
     batch: int = 1,
@@ -267,7 +281,7 @@ def profile(
     for (name, cin, cout), values in times.items():
         convs.setdefault(name, {})[(cin, cout)] = statistics.median(values)
     meta = {
-        "device": device if device != "cpu" else platform.processor() or platform.machine(),
+        "device": device if device != "cpu" else cpu_model(),
         "backend": backend,
         "batch": batch,
         "threads": torch.get_num_threads(),

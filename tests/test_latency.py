@@ -18,11 +18,14 @@ from tests.conftest import ROOT
 
 @pytest.fixture(scope="module")
 def table() -> LatencyTable:
-    """A synthetic table (no timing): each entry a distinct number, so sums are checkable."""
+    """A synthetic table (no timing): each entry a distinct number growing with the widths,
+    so sums are checkable and narrower networks are faster."""
     space = tas.SearchSpace.cifar_resnet(20)
     rng = random.Random(0)
     convs = {
-        c.name: {(a, b): rng.uniform(0.01, 1.0) for a in c.inputs for b in c.outputs}
+        c.name: {
+            (a, b): 0.01 + 1e-4 * a * b * rng.uniform(0.8, 1.2) for a in c.inputs for b in c.outputs
+        }  # fmt: skip
         for c in timed_convs(space)
     }
     return LatencyTable(space, {"device": "none"}, convs, fixed_ms=0.25)
@@ -139,6 +142,48 @@ def test_a_latency_budget_drives_the_search_step(table):
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.05)
     batch = (torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
     before = budget.expected(net).item()
+    first = tas.search_step(net, w_opt, a_opt, batch, batch, budget, cost_weight=50.0)
+    assert first.cost.item() > 0  # over the target: +log E[ms]
     for _ in range(10):
         losses = tas.search_step(net, w_opt, a_opt, batch, batch, budget, cost_weight=50.0)
-    assert losses.cost.item() > 0 and losses.expected.item() < before
+    assert losses.expected.item() < before
+
+
+def test_latency_budget_search_from_the_command_line(table, tmp_path):
+    from tests.cli_helpers import run_script
+    from tests.test_cli_errors import TINY, assert_user_error
+
+    path = tmp_path / "lat.json"
+    table.save(path)
+    args = [*TINY, "--model.depth=20", "--model.budget=latency",
+            f"--model.latency_table={path}", "--trainer.max_epochs=1",
+            "--trainer.log_every_n_steps=1"]  # fmt: skip
+    out = tmp_path / "search"
+    done = run_script("train_search.py", *args, "--logger=csv", f"--out={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = tas.Arch.load(out / "found.json")
+    budget = found.search["budget"]
+    assert budget["unit"] == "ms" and budget["predicted_ms"] == pytest.approx(
+        table.predict_ms(found)
+    )
+    full = table.predict_ms(tas.Arch.full(table.space))
+    assert budget["target_ms"] == pytest.approx(0.47 * full)  # the module's default ratio
+    header = (out / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "search/expected_latency_ms" in header and "search/expected_macs" not in header
+    other = tmp_path / "other.json"
+    space32 = tas.SearchSpace.cifar_resnet(32)
+    convs = {
+        c.name: {(a, b): 1.0 for a in c.inputs for b in c.outputs} for c in timed_convs(space32)
+    }
+    LatencyTable(space32, {}, convs).save(other)
+    for bad, needle in (
+        (other, "is for cifar_resnet-32"),
+        (tmp_path / "missing.json", "cannot be read"),
+    ):
+        args[-3] = f"--model.latency_table={bad}"
+        assert_user_error(run_script("train_search.py", *args, f"--out={tmp_path / 'x'}"), needle)
+    args[-3] = f"--model.latency_table={path}"
+    fast = run_script(
+        "train_search.py", *args, "--model.target_ms=0.001", f"--out={tmp_path / 'y'}"
+    )
+    assert_user_error(fast, "below the fastest network")
