@@ -7,7 +7,7 @@ expected latency: ``import tas.latency``.
 
 from tas.arch import Arch, ArchFormatError
 from tas.budget import LatencyBudget, MacsBudget
-from tas.compact import build_model, count_macs
+from tas.compact import build_model, count_macs, load_model
 from tas.cost import cost_loss, expected_cost, expected_macs
 from tas.cwi import channel_interpolate
 from tas.gumbel import TauSchedule, sample_candidates
@@ -31,6 +31,7 @@ __all__ = [
     "expected_cost",
     "expected_macs",
     "kd_loss",
+    "load_model",
     "sample_candidates",
     "search_step",
     "StepLosses",

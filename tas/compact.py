@@ -7,6 +7,7 @@ whose MACs and parameters `Arch` reports. Nothing from the search is inherited b
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +100,14 @@ def build_model(
     elif keep:
         raise ValueError("keep= needs init_from=, the network whose filters are kept")
     return model
+
+
+def load_model(arch_path: str | Path, weights_path: str | Path) -> CompactNet:
+    """The network an export folder holds (``python export.py``): built from its found.json,
+    weights from its plain state_dict (read with ``weights_only=True``), in eval mode."""
+    model = build_model(Arch.load(arch_path))
+    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    return model.eval()
 
 
 def _conv_bn(module: ConvBN) -> tuple[nn.Conv2d, nn.BatchNorm2d]:

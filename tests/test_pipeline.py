@@ -156,3 +156,34 @@ def test_search_killed_and_resumed_ends_with_the_same_found_json(tmp_path, sig):
 def test_help_works(script):
     result = run_script(script, "--help", timeout=120)
     assert result.returncode == 0 and "--out" in result.stdout
+
+
+def test_export_writes_a_loadable_folder_and_onnx_matches(tmp_path, teacher):
+    """export.py on a train.py checkpoint: found.json + tensors-only weights + ONNX whose
+    outputs match PyTorch's (ONNX Runtime); tas.load_model rebuilds the same network; a
+    checkpoint of another network is one line, exit 2, nothing written."""
+    pytest.importorskip("onnxruntime")
+    found = tmp_path / "found.json"
+    tas.Arch.full(tas.SearchSpace.cifar_resnet(20)).save(found)
+    out = tmp_path / "export"
+    done = run_script("export.py", "--arch", str(found), "--ckpt", teacher, "--out", str(out),
+                      "--torchscript")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "found.json", "model.onnx", "model.ts", "weights.pt"
+    ]  # fmt: skip
+    assert "ONNX Runtime matches PyTorch within" in done.stdout
+    model = tas.load_model(out / "found.json", out / "weights.pt")
+    from lightning_modules.teacher import load_teacher
+
+    reference, _ = load_teacher(teacher)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+        torch.testing.assert_close(torch.jit.load(str(out / "model.ts"))(x), reference(x))
+    other = tmp_path / "other.json"
+    tas.Arch.uniform(tas.SearchSpace.cifar_resnet(20), 0.5).save(other)
+    bad = run_script("export.py", "--arch", str(other), "--ckpt", teacher,
+                     "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert bad.returncode == 2 and "holds another network" in bad.stderr
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad.*"))
