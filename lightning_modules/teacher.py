@@ -23,8 +23,11 @@ class TeacherError(ValueError):
 
 def load_teacher(path: str | Path) -> tuple[nn.Module, tas.Arch]:
     """The network of a train.py checkpoint, weights loaded, in eval mode, with its Arch."""
-    path = Path(path)
-    ckpt = _read(path)
+    return _network(Path(path), _read(path))
+
+
+def _network(path: Path, ckpt: Any) -> tuple[nn.Module, tas.Arch]:
+    """`load_teacher` on a checkpoint already read from ``path``."""
     if not isinstance(ckpt, dict) or "tas_arch" not in ckpt or "state_dict" not in ckpt:
         raise TeacherError(
             f"{path} is not a train.py checkpoint (no network architecture in it); "
@@ -66,7 +69,7 @@ def load_full_state(path: str | Path, space: tas.SearchSpace) -> dict[str, torch
     shapes against the space)."""
     ckpt = _read(path)
     if isinstance(ckpt, dict) and "tas_arch" in ckpt:  # a train.py checkpoint
-        model, arch = load_teacher(path)
+        model, arch = _network(Path(path), ckpt)  # read once
         if arch != tas.Arch.full(space):
             what = "a pruned network" if arch.space == space else arch.space.describe()
             raise TeacherError(
