@@ -56,7 +56,9 @@ class SearchModule(pl.LightningModule):
             ``tau_start``) before the search proper; the temperature schedule then runs over
             the remaining epochs.
         cost: the cost loss, "band" (the paper's: -log E / +log E when the argmax network is
-            under / over the band) or "centred" ((log E - log centre)^2, see `tas.cost`).
+            under / over the band), "hysteresis" (the band loss, but a push once started goes
+            on to the band's centre: no toggling at an edge) or "centred" ((log E - log
+            centre)^2); see `tas.cost`.
         budget: what the cost loss measures: "macs" (the paper's) or "latency" (milliseconds
             predicted by ``latency_table``, written by ``python -m tas.latency profile``).
         latency_table: the latency table of this space on the target device.
@@ -100,12 +102,11 @@ class SearchModule(pl.LightningModule):
             raise ValueError(f"select must be 'best' or 'last', got {select!r}")
         if tolerance < 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-        if cost not in tas.cost.COST_LOSSES:
-            raise ValueError(f"cost must be one of {sorted(tas.cost.COST_LOSSES)}, got {cost!r}")
         if weight_warmup_epochs < 0:
             raise ValueError(f"weight_warmup_epochs must be >= 0, got {weight_warmup_epochs}")
         self.save_hyperparameters()
         self.automatic_optimization = False
+        self.cost_loss = tas.cost.make_cost(cost)  # a module (saved with the net) if stateful
         self.space = tas.SearchSpace.cifar_resnet(
             depth, num_classes, shortcut=shortcut, width_multiple=width_multiple
         )
@@ -207,7 +208,7 @@ class SearchModule(pl.LightningModule):
             self.hparams.cost_weight,
             backward=self.manual_backward,
             reduce_grads=average_gradients,
-            cost=self.hparams.cost,
+            cost=self.cost_loss,
         )
         check_finite(losses.ce, "the weight step's loss", self.current_epoch, batch_idx)
         check_finite(losses.arch_ce, "the architecture step's loss", self.current_epoch, batch_idx)

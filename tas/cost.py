@@ -1,5 +1,5 @@
 """Expected MACs of the searchable network under its width/depth distributions, and the
-paper's band cost loss.
+paper's band cost loss (and two alternatives: centred, and the band with hysteresis).
 
 Widths are carried as distributions over channel counts (a probability vector indexed by the
 count), not just their means. That makes the model the *exact* expectation of the MACs of the
@@ -164,4 +164,56 @@ def centred_cost_loss(
     return (torch.log(expected_macs) - math.log(centre)) ** 2
 
 
-COST_LOSSES = {"band": cost_loss, "centred": centred_cost_loss}
+class BandHysteresis(torch.nn.Module):
+    """The paper's band loss with hysteresis (a Schmitt trigger on the argmax network's MACs).
+
+    The paper's loss is zero inside [R - t, R] and +log E above R: the data's pull (wider is
+    more accurate) walks the argmax network up to R, one conv steps over it, the loss pushes it
+    back under, and the same conv toggles across the edge for as long as the search runs
+    (docs/search_settling.md measures it). Here a push, once started, goes on until the argmax
+    network reaches the band's centre R - t/2 (a shrink) or rises to it (a grow), so the network
+    comes to rest with half a band of margin instead of on the edge. Outside the band it is the
+    paper's loss; inside, it is the paper's loss or the push still under way.
+
+    Its state (the sign of the push under way) is a buffer: a Lightning checkpoint keeps it, and
+    every process of a data-parallel search computes the same one from the same argmax network.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("sign", torch.zeros((), dtype=torch.float64))
+
+    def forward(
+        self,
+        expected_macs: torch.Tensor,
+        arch_macs: torch.Tensor | float,
+        target_macs: float,
+        tolerance_macs: float,
+    ) -> torch.Tensor:
+        arch = torch.as_tensor(arch_macs, dtype=torch.float64, device=self.sign.device)
+        centre = target_macs - tolerance_macs / 2
+        shrink = (arch > target_macs) | ((self.sign > 0) & (arch > centre))
+        grow = (arch < target_macs - tolerance_macs) | ((self.sign < 0) & (arch < centre))
+        self.sign.copy_(shrink.double() - grow.double())
+        return self.sign.to(expected_macs.dtype) * torch.log(expected_macs)
+
+
+COST_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "band": cost_loss,
+    "centred": centred_cost_loss,
+}
+"""The stateless cost losses, by name: ``loss(expected, argmax, target, tolerance)``."""
+
+COSTS = (*COST_LOSSES, "hysteresis")
+"""Every cost loss a search can use (``hysteresis`` keeps state: see `make_cost`)."""
+
+
+def make_cost(name: str) -> Callable[..., torch.Tensor]:
+    """The cost loss called ``name`` (one of `COSTS`), ready for `tas.search.arch_step`: the
+    function itself, or for ``hysteresis`` a new `BandHysteresis` (keep it for the whole search:
+    its state is the push under way)."""
+    if name == "hysteresis":
+        return BandHysteresis()
+    if name not in COST_LOSSES:
+        raise ValueError(f"cost must be one of {list(COSTS)}, got {name!r}")
+    return COST_LOSSES[name]

@@ -63,11 +63,12 @@ def arch_step(
     cost_weight: float = 2.0,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
-    cost: str = "band",
+    cost: str | Callable[..., torch.Tensor] = "band",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Adam step of the architecture logits on cross-entropy + ``cost_weight`` * the cost
-    loss of ``budget`` (``cost``: "band", the paper's, or "centred", see `tas.cost`), with fresh
-    Gumbel draws and the weights frozen. Returns the detached (cross-entropy, cost, expected
+    loss of ``budget`` (``cost``: "band", the paper's, "centred", or a loss from
+    `tas.cost.make_cost`, e.g. the stateful band with hysteresis), with fresh Gumbel draws and
+    the weights frozen. Returns the detached (cross-entropy, cost, expected
     budget value, argmax network's value), in the budget's unit."""
     weight_params = net.weight_parameters()
     _requires_grad(weight_params, False)
@@ -75,7 +76,14 @@ def arch_step(
     arch_ce = F.cross_entropy(net(x), y)
     expected = budget.expected(net)
     argmax = budget.argmax(net)
-    loss = COST_LOSSES[cost](expected, argmax, budget.target, budget.tolerance)
+    if isinstance(cost, str):
+        if cost not in COST_LOSSES:
+            raise ValueError(
+                f"cost {cost!r}: pass one of {sorted(COST_LOSSES)} by name, or a loss made by "
+                "tas.cost.make_cost (a stateful one must live as long as the search)"
+            )
+        cost = COST_LOSSES[cost]
+    loss = cost(expected, argmax, budget.target, budget.tolerance)
     arch_opt.zero_grad(set_to_none=True)
     backward(arch_ce + cost_weight * loss.to(arch_ce.dtype))
     if reduce_grads is not None:
@@ -95,7 +103,7 @@ def search_step(
     cost_weight: float = 2.0,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
-    cost: str = "band",
+    cost: str | Callable[..., torch.Tensor] = "band",
 ) -> StepLosses:
     """Weight step (cross-entropy on ``weight_batch``; logits frozen), then architecture step
     (cross-entropy on ``arch_batch`` + ``cost_weight`` * the cost loss of ``budget``, e.g.

@@ -114,3 +114,38 @@ def test_centred_cost_loss_by_hand():
     centred_cost_loss(low, 1e9, target, tol).backward()  # arch MACs are ignored
     assert low.grad.item() == pytest.approx(-2.0 / (95.0 / math.e))
     assert centred_cost_loss(torch.tensor(95.0), 0.0, target, tol).item() == 0.0
+
+
+def test_band_hysteresis_pushes_on_to_the_centre():
+    from tas.cost import BandHysteresis, cost_loss
+
+    target, tol = 100.0, 10.0  # band [90, 100], centre 95
+    e = torch.tensor(50.0, dtype=torch.float64)
+    loss = BandHysteresis()
+    # argmax MACs over time -> the sign of the push: over the band, on down through 97 (the
+    # paper's loss is 0 there), stops at the centre, stays off until a band edge is crossed
+    walk = [(99.0, 0), (101.0, 1), (99.0, 1), (96.0, 1), (95.0, 0), (99.0, 0), (100.0, 0)]
+    walk += [(89.0, -1), (92.0, -1), (95.5, 0), (91.0, 0), (101.0, 1)]
+    for arch, sign in walk:
+        value = loss(e, arch, target, tol).item()
+        assert value == pytest.approx(sign * math.log(50)), arch
+        if sign == 0 or not 90 <= arch <= 100:  # where it differs from the paper's, it pushes
+            assert value == cost_loss(e, arch, target, tol).item()
+    assert "sign" in loss.state_dict()  # a checkpoint resumes the push under way
+
+
+def test_make_cost_names():
+    from tas.cost import COSTS, BandHysteresis, make_cost
+    from tas.search import arch_step
+
+    assert isinstance(make_cost("hysteresis"), BandHysteresis)
+    assert make_cost("hysteresis") is not make_cost("hysteresis")  # one state per search
+    assert make_cost("band") is cost_loss and set(COSTS) == {"band", "centred", "hysteresis"}
+    with pytest.raises(ValueError, match="cost must be one of"):
+        make_cost("bandd")
+    net = tas.Supernet(SearchSpace.cifar_resnet(8))
+    opt = torch.optim.Adam(net.arch_parameters())
+    batch = (torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+    budget = tas.MacsBudget.of_ratio(net.space, 0.5)
+    with pytest.raises(ValueError, match="make_cost"):  # a stateful loss by name would forget
+        arch_step(net, opt, batch, budget, cost="hysteresis")

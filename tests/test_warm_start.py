@@ -158,11 +158,16 @@ def test_search_warm_started_from_a_plain_state_dict(tmp_path):
     path = tmp_path / "full.pt"
     torch.save(trained_like(tas.SearchSpace.cifar_resnet(20)).state_dict(), path)
     out = tmp_path / "search"
-    result = run_script("train_search.py", *SEARCH, f"--teacher={path}", f"--out={out}")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((out / "found.json").read_text())["search"]["warm_start"]["teacher"] == str(
-        path
+    result = run_script(
+        "train_search.py", *SEARCH, f"--teacher={path}", "--model.cost=hysteresis", f"--out={out}"
     )
+    assert result.returncode == 0, result.stderr[-3000:]
+    search = json.loads((out / "found.json").read_text())["search"]
+    assert search["warm_start"]["teacher"] == str(path)
+    assert search["settings"]["cost"] == "hysteresis"
+    # the push under way is part of the checkpoint, so a resumed search goes on with it
+    state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert state["cost_loss.sign"].item() in (-1.0, 0.0, 1.0)
 
 
 def test_weight_warmup_epochs_train_the_weights_only(teacher):
