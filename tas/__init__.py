@@ -6,6 +6,7 @@ expected latency: ``import tas.latency``.
 """
 
 from tas.arch import Arch, ArchFormatError
+from tas.backbones import from_torchvision
 from tas.budget import LatencyBudget, MacsBudget
 from tas.compact import build_model, count_macs, load_model
 from tas.cost import cost_loss, expected_cost, expected_macs
@@ -30,6 +31,7 @@ __all__ = [
     "count_macs",
     "expected_cost",
     "expected_macs",
+    "from_torchvision",
     "kd_loss",
     "load_model",
     "sample_candidates",

@@ -12,6 +12,7 @@ found.json, format "tas-arch/1" (all keys required unless marked optional)::
       "format": "tas-arch/1",
       "backbone": "cifar_resnet", "depth": 56, "block": "basic", "num_classes": 10,
       "shortcut": "zero_pad",             # or "projection": how identity blocks join widths
+      "input_size": 32,                   # optional: square input resolution (backbone default)
       "blocks": [5, 5, 5],                # blocks kept per stage
       "widths": {"stem": 16, "stage1.block0.conv_a": 16, ...},   # every kept conv, by place
       "macs": 58890368,                   # multiply-accumulates of convs + linear, one image
@@ -53,7 +54,7 @@ class ConvLayer:
     stride: int
     out_size: int  # spatial output size (square)
     relu: bool
-    pool: bool = False  # AvgPool(2) before the conv (stride-2 projection shortcuts)
+    pool: bool = False  # AvgPool(2) before the conv (stride-2 "avgpool" projection shortcuts)
 
     @property
     def macs(self) -> int:
@@ -117,16 +118,16 @@ class NetPlan:
 def make_plan(space: SearchSpace, blocks: tuple[int, ...], widths: dict[str, int]) -> NetPlan:
     """The exact layers of the compact network: kept blocks in order, each conv reading the
     width its predecessor actually outputs."""
-    size = conv_out_size(space.input_size, space.stem.kernel, space.stem.stride)
     stem = ConvLayer(
         "stem",
         space.in_channels,
         widths["stem"],
         space.stem.kernel,
         space.stem.stride,
-        size,
+        conv_out_size(space.input_size, space.stem.kernel, space.stem.stride),
         space.stem.relu,
     )
+    size = space.stem_out_size()
     width = stem.out_channels
     stages = []
     for stage, kept in zip(space.stages, blocks):
@@ -153,14 +154,14 @@ def make_plan(space: SearchSpace, blocks: tuple[int, ...], widths: dict[str, int
                 space.shortcut == "projection" and in_width != width
             )
             if needs_projection:
-                pooled = spec.stride != 1
+                pooled = spec.stride != 1 and space.downsample == "avgpool"
                 shortcut = ConvLayer(
                     f"{spec.name}.shortcut",
                     in_width,
                     width,
                     1,
-                    1,
-                    in_size // spec.stride if pooled else in_size,
+                    1 if pooled else spec.stride,
+                    space.shortcut_out_size(spec, in_size),
                     False,
                     pooled,
                 )
@@ -309,6 +310,7 @@ class Arch:
             "block": space.block_kind,
             "num_classes": space.num_classes,
             "shortcut": space.shortcut,
+            "input_size": space.input_size,
             "blocks": list(self.blocks),
             "widths": dict(self.widths),
             "macs": self.macs,
@@ -347,6 +349,9 @@ class Arch:
             raise ArchFormatError(
                 f"field 'shortcut' must be one of {SHORTCUT_MODES}, got {shortcut!r}"
             )
+        input_size = data.get("input_size")
+        if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
+            raise ArchFormatError(f"field 'input_size' must be a positive integer, got {input_size!r}")
         try:
             space = SearchSpace.from_name(
                 data["backbone"],
@@ -354,6 +359,7 @@ class Arch:
                 data["num_classes"],
                 block=data.get("block"),
                 shortcut=shortcut,
+                input_size=input_size,
             )
         except ValueError as err:
             raise ArchFormatError(str(err)) from None

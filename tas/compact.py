@@ -63,13 +63,15 @@ def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class CompactNet(nn.Module):
-    """Stem -> stages of residual blocks -> global average pool -> linear head."""
+    """Stem [-> max-pool] -> stages of residual blocks -> global average pool -> linear head."""
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()
         plan = arch.plan()
         self.space = arch.space  # not a module: which search space this network belongs to
         self.stem = ConvBN(plan.stem)
+        # torchvision's 3x3/2 max-pool after the stem (no parameters: state dicts unchanged)
+        self.stem_pool = nn.MaxPool2d(3, 2, 1) if arch.space.stem_pool else nn.Identity()
         self.stages = nn.Sequential(
             *(nn.Sequential(*(ResidualBlock(b) for b in stage)) for stage in plan.stages)
         )
@@ -82,7 +84,7 @@ class CompactNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x))  # (B, C_last, H/4, W/4)
+        x = self.stages(self.stem_pool(self.stem(x)))  # (B, C_last, H', W')
         return self.head(x.mean(dim=(2, 3)))  # (B, classes)
 
 

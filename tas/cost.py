@@ -91,11 +91,12 @@ def expected_cost(
         index = torch.tensor(conv.candidates, device=probs.device)
         dists[conv.name] = probs.new_zeros(length).index_add(0, index, probs[row, : len(index)])
 
-    size = conv_out_size(space.input_size, space.stem.kernel, space.stem.stride)
+    stem_size = conv_out_size(space.input_size, space.stem.kernel, space.stem.stride)
     const_in = probs.new_zeros(length)
     const_in[space.in_channels] = 1.0
     width = dists["stem"]
-    total = conv_cost("stem", space.stem.kernel, size, const_in, width)
+    total = conv_cost("stem", space.stem.kernel, stem_size, const_in, width)
+    size = space.stem_out_size()
     depth = depth_probs.double()
     for s, stage in enumerate(space.stages):
         choices = stage.depth_choices
@@ -114,9 +115,10 @@ def expected_cost(
                 size = conv_out_size(size, conv.kernel, conv.stride)
                 cost = cost + conv_cost(conv.name, conv.kernel, size, width, dists[conv.name])
                 width = dists[conv.name]
-            if block.projection:  # the full network's projection: AvgPool(stride) + 1x1 conv
+            if block.projection:  # the full network's projection: [AvgPool(stride)] + 1x1 conv
                 shortcut = f"{block.name}.shortcut"
-                cost = cost + conv_cost(shortcut, 1, block_in_size // block.stride, block_in, width)
+                out_size = space.shortcut_out_size(block, block_in_size)
+                cost = cost + conv_cost(shortcut, 1, out_size, block_in, width)
             elif space.shortcut == "projection":  # 1x1 conv only where the widths differ
                 if projection_cost is None:
                     raise ValueError(

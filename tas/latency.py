@@ -70,7 +70,7 @@ def timed_convs(space: SearchSpace) -> list[TimedConv]:
         TimedConv("stem", stem.kernel, stem.stride, size, stem.relu, False,
                   (space.in_channels,), stem.candidates)
     ]  # fmt: skip
-    size = conv_out_size(size, stem.kernel, stem.stride)
+    size = space.stem_out_size()
     widths = set(stem.candidates)
     for stage in space.stages:
         after: set[int] = set()
@@ -83,10 +83,11 @@ def timed_convs(space: SearchSpace) -> list[TimedConv]:
                 )  # fmt: skip
                 size = conv_out_size(size, conv.kernel, conv.stride)
                 widths = set(conv.candidates)
-            if block.projection:
+            if block.projection:  # timed on the block's input: [AvgPool] + 1x1 conv
+                pooled = block.stride != 1 and space.downsample == "avgpool"
                 out.append(
-                    TimedConv(f"{block.name}.shortcut", 1, 1, block_size // block.stride,
-                              False, block.stride != 1, tuple(sorted(block_in)),
+                    TimedConv(f"{block.name}.shortcut", 1, 1 if pooled else block.stride,
+                              block_size, False, pooled, tuple(sorted(block_in)),
                               block.last.candidates)
                 )  # fmt: skip
             else:

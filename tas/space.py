@@ -1,10 +1,11 @@
 """The search space as data: which convs exist, their width candidates, the stages and their
 depth candidates.
 
-A space describes a residual CNN as a stem conv, stages of residual blocks, global average
-pooling and a linear head. Every main-path conv is searchable (it gets its own distribution over
-candidate widths); a block's projection shortcut is not (it takes the width of the block's last
-conv). The supernet, the cost model and the compact builder all read this description, so a new
+A space describes a residual CNN as a stem conv (optionally followed by a 3x3/2 max-pool),
+stages of residual blocks, global average pooling and a linear head. Every main-path conv has a
+distribution over its candidate widths; a conv with one candidate is fixed (torchvision ResNets
+keep each block's last conv, the residual stream, at full width); a block's projection shortcut
+takes the width of the block's last conv. The supernet, the cost model and the compact builder all read this description, so a new
 backbone is a new `SearchSpace` constructor, not new supernet/cost/builder code.
 
 Names are places in the network: ``stem``, ``stage1.block0.conv_a``, ... (stages count from 1,
@@ -19,6 +20,16 @@ from dataclasses import dataclass, field
 WIDTH_RATIO_TENTHS: tuple[int, ...] = (3, 4, 5, 6, 7, 8, 9, 10)
 
 SHORTCUT_MODES = ("zero_pad", "projection")
+DOWNSAMPLE_MODES = ("avgpool", "strided")
+
+# torchvision's ImageNet ResNets: blocks per stage, and the block each depth uses
+IMAGENET_RESNET_LAYERS: dict[int, tuple[str, tuple[int, ...]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
 
 
 def width_candidates(
@@ -75,7 +86,8 @@ class BlockSpec:
     """A residual block: convs in sequence, then ``relu(convs(x) + shortcut(x))``.
 
     ``projection`` is True where the *full* network needs a 1x1 conv + BN on the shortcut
-    (stride 2, or input width != output width); a stride-2 shortcut pools with AvgPool(2) first.
+    (stride 2, or input width != output width); a stride-2 shortcut pools with AvgPool(2) first
+    (``SearchSpace.downsample == "avgpool"``) or strides its 1x1 conv (``"strided"``).
     """
 
     name: str
@@ -107,11 +119,17 @@ class SearchSpace:
     stem: ConvSpec
     stages: tuple[StageSpec, ...]
     shortcut: str = "zero_pad"  # how compact identity blocks join mismatched widths
+    stem_pool: bool = False  # a 3x3 stride-2 max-pool (padding 1) after the stem
+    downsample: str = "avgpool"  # how a stride-2 projection shortcut reduces: see BlockSpec
     _index: dict[str, ConvSpec] = field(default=None, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.shortcut not in SHORTCUT_MODES:
             raise ValueError(f"shortcut must be one of {SHORTCUT_MODES}, got {self.shortcut!r}")
+        if self.downsample not in DOWNSAMPLE_MODES:
+            raise ValueError(
+                f"downsample must be one of {DOWNSAMPLE_MODES}, got {self.downsample!r}"
+            )
         object.__setattr__(self, "_index", {c.name: c for c in self.convs()})
 
     # ---------------------------------------------------------------- constructors
@@ -172,20 +190,100 @@ class SearchSpace:
         return SearchSpace("cifar_resnet", depth, num_classes, 32, 3, stem, tuple(stages), shortcut)
 
     @staticmethod
+    def imagenet_resnet(
+        depth: int = 50,
+        num_classes: int = 1000,
+        input_size: int = 224,
+        width_tenths: tuple[int, ...] = WIDTH_RATIO_TENTHS,
+        width_multiple: int = 1,
+    ) -> SearchSpace:
+        """torchvision's ResNet-18/34/50/101/152 exactly: a 7x7/2 stem (64) and a 3x3/2
+        max-pool; stages of 64/128/256/512 (bottleneck outputs 4x); BasicBlock (3x3, 3x3) or
+        Bottleneck (1x1, 3x3, 1x1) with the stride on the 3x3 (ResNet v1.5); a 1x1 strided conv
+        + BN downsample where the stride or the width changes; average pool and a linear head.
+
+        Searchable: every conv inside a block but its last, whose output is the residual
+        stream that identity shortcuts add into (kept at full width, so the compact network is
+        a plain torchvision-shaped ResNet with no zero-padding); the stem too when it feeds a
+        projection (bottleneck nets), not when it feeds stage 1's identity shortcuts (basic).
+        Depth per stage as in `depth_candidates`.
+        """
+        if depth not in IMAGENET_RESNET_LAYERS:
+            raise ValueError(
+                f"an ImageNet ResNet has depth in {sorted(IMAGENET_RESNET_LAYERS)}, got {depth}"
+            )
+        if input_size < 32:
+            raise ValueError(f"input_size must be >= 32 (five stride-2 steps), got {input_size}")
+        kind, layers = IMAGENET_RESNET_LAYERS[depth]
+
+        def conv(name: str, channels: int, kernel: int, stride: int, relu: bool, search: bool):
+            candidates = (
+                width_candidates(channels, width_tenths, width_multiple) if search else (channels,)
+            )
+            return ConvSpec(name, channels, candidates, kernel, stride, relu)
+
+        stem = conv("stem", 64, 7, 2, True, search=kind == "bottleneck")
+        in_width, stages = 64, []
+        for s, (mid, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            blocks = []
+            for b in range(n):
+                stride = 2 if (s > 0 and b == 0) else 1
+                prefix = f"stage{s + 1}.block{b}"
+                if kind == "basic":
+                    out = mid
+                    convs = (
+                        conv(f"{prefix}.conv_a", mid, 3, stride, True, True),
+                        conv(f"{prefix}.conv_b", mid, 3, 1, False, False),
+                    )
+                else:
+                    out = 4 * mid
+                    convs = (
+                        conv(f"{prefix}.conv_a", mid, 1, 1, True, True),
+                        conv(f"{prefix}.conv_b", mid, 3, stride, True, True),
+                        conv(f"{prefix}.conv_c", out, 1, 1, False, False),
+                    )
+                projection = stride != 1 or in_width != out
+                blocks.append(BlockSpec(prefix, convs, stride, projection))
+                in_width = out
+            stages.append(StageSpec(f"stage{s + 1}", tuple(blocks), depth_candidates(n)))
+        return SearchSpace(
+            "imagenet_resnet",
+            depth,
+            num_classes,
+            input_size,
+            3,
+            stem,
+            tuple(stages),
+            stem_pool=True,
+            downsample="strided",
+        )
+
+    @staticmethod
     def from_name(
         backbone: str,
         depth: int,
         num_classes: int,
         block: str | None = None,
         shortcut: str = "zero_pad",
+        input_size: int | None = None,
     ) -> SearchSpace:
-        """Rebuild a space from the identifiers stored in found.json."""
-        builders = {"cifar_resnet": SearchSpace.cifar_resnet}
-        if backbone not in builders:
-            raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(builders)}")
-        return builders[backbone](
-            depth=depth, num_classes=num_classes, block=block, shortcut=shortcut
-        )
+        """Rebuild a space from the identifiers stored in found.json (``input_size`` None: the
+        backbone's own, 32 for CIFAR and 224 for ImageNet networks)."""
+        if backbone == "cifar_resnet":
+            if input_size not in (None, 32):
+                raise ValueError(f"a CIFAR ResNet takes 32x32 inputs, got input_size {input_size}")
+            return SearchSpace.cifar_resnet(
+                depth=depth, num_classes=num_classes, block=block, shortcut=shortcut
+            )
+        if backbone == "imagenet_resnet":
+            space = SearchSpace.imagenet_resnet(depth, num_classes, input_size or 224)
+            if block not in (None, space.block_kind) or shortcut != space.shortcut:
+                raise ValueError(
+                    f"an ImageNet ResNet-{depth} has {space.block_kind} blocks and "
+                    f"{space.shortcut} shortcuts, got block {block!r}, shortcut {shortcut!r}"
+                )
+            return space
+        raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(BACKBONES)}")
 
     # ---------------------------------------------------------------- queries
     def convs(self) -> list[ConvSpec]:
@@ -206,6 +304,21 @@ class SearchSpace:
         except KeyError:
             raise KeyError(f"no conv named {name!r} in {self.describe()}") from None
 
+    def searchable(self, conv: ConvSpec) -> bool:
+        """Whether ``conv`` has a width to choose (more than one candidate)."""
+        return len(conv.candidates) > 1
+
+    def stem_out_size(self) -> int:
+        """Spatial size after the stem (and its max-pool, if any)."""
+        size = conv_out_size(self.input_size, self.stem.kernel, self.stem.stride)
+        return conv_out_size(size, 3, 2) if self.stem_pool else size
+
+    def shortcut_out_size(self, block: BlockSpec, in_size: int) -> int:
+        """Spatial size out of ``block``'s projection shortcut for an input of ``in_size``."""
+        if self.downsample == "strided":
+            return conv_out_size(in_size, 1, block.stride)
+        return in_size // block.stride
+
     @property
     def max_blocks(self) -> tuple[int, ...]:
         return tuple(len(stage.blocks) for stage in self.stages)
@@ -220,4 +333,9 @@ class SearchSpace:
         return "bottleneck" if len(self.stages[0].blocks[0].convs) == 3 else "basic"
 
     def describe(self) -> str:
-        return f"{self.backbone}-{self.depth} ({self.block_kind}, {self.num_classes} classes)"
+        size = "" if self.input_size == 32 else f", {self.input_size}x{self.input_size}"
+        return f"{self.backbone}-{self.depth} ({self.block_kind}, {self.num_classes} classes{size})"
+
+
+BACKBONES = ("cifar_resnet", "imagenet_resnet")
+"""The backbones `SearchSpace.from_name` knows."""

@@ -141,9 +141,13 @@ class Supernet(nn.Module):
         super().__init__()
         self.space = space
         convs = space.convs()
-        fewest = min(len(c.candidates) for c in convs)
+        searched = [r for r, c in enumerate(convs) if space.searchable(c)]
+        fewest = min((len(convs[r].candidates) for r in searched), default=1)
         if not 1 <= num_samples <= fewest:
             raise ValueError(f"num_samples must be in 1..{fewest} (fewest candidates of a conv)")
+        # rows of the width logits that are drawn from; a conv with one candidate is fixed
+        self._searched = searched
+        self.register_buffer("searched_rows", torch.tensor(searched, dtype=torch.long), False)
         self.num_samples = num_samples
         self.tau = tau
         # Source of the Gumbel noise and the width draws; None: the global generator. A run
@@ -169,6 +173,7 @@ class Supernet(nn.Module):
         self.stem = SearchConv(
             space.in_channels, stem.candidates, stem.kernel, stem.stride, stem.relu
         )
+        self.stem_pool = nn.MaxPool2d(3, 2, 1) if space.stem_pool else nn.Identity()
         in_width = stem.channels
         self.stages = nn.ModuleList()
         for stage in space.stages:
@@ -179,7 +184,9 @@ class Supernet(nn.Module):
                     convs_.append(SearchConv(prev, c.candidates, c.kernel, c.stride, c.relu))
                     prev = c.channels
                 shortcut = None
-                if block.projection:
+                if block.projection and space.downsample == "strided":
+                    shortcut = SearchConv(in_width, block.last.candidates, 1, block.stride, False)
+                elif block.projection:
                     shortcut = SearchConv(
                         in_width, block.last.candidates, 1, 1, False, pool=block.stride
                     )
@@ -239,7 +246,8 @@ class Supernet(nn.Module):
         their mean entropy in nats. Plain softmax, no Gumbel noise."""
         out = {}
         with torch.no_grad():
-            for kind, probs in (("width", self.width_probs()), ("depth", self.depth_probs())):
+            width = self.width_probs()[self.searched_rows]  # fixed convs have nothing to settle
+            for kind, probs in (("width", width), ("depth", self.depth_probs())):
                 top = probs.max(-1).values
                 entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
                 out[f"{kind}_maxprob"] = float(top.mean())
@@ -320,16 +328,22 @@ class Supernet(nn.Module):
         )
 
     def _sample(self) -> _Choice:
+        rows = self.searched_rows
         index, weights = sample_candidates(
-            self.width_logits, self.tau, self.num_samples, self.width_mask, self.generator
-        )
+            self.width_logits[rows], self.tau, self.num_samples, self.width_mask[rows],
+            self.generator,
+        )  # fmt: skip
         q = gumbel_softmax(self.depth_logits, self.tau, self.depth_mask, self.generator)  # (S, D)
         depth_picks = [list(range(len(s.depth_choices))) for s in self.space.stages]
         # index.tolist(): the single host sync, since the picked widths decide tensor shapes
-        return _Choice(index.tolist(), weights.unbind(0), depth_picks, q.unbind(0))
+        picks: list[list[int]] = [[0]] * len(self.width_logits)  # a fixed conv: its one width
+        mix: list[torch.Tensor | None] = [None] * len(self.width_logits)
+        for row, pick, w in zip(self._searched, index.tolist(), weights.unbind(0)):
+            picks[row], mix[row] = pick, w
+        return _Choice(picks, mix, depth_picks, q.unbind(0))
 
     def _run(self, x: torch.Tensor, choice: _Choice) -> torch.Tensor:
-        x = self.stem(x, *choice.width(0))
+        x = self.stem_pool(self.stem(x, *choice.width(0)))
         for s, (blocks, spec) in enumerate(zip(self.stages, self.space.stages)):
             picks = choice.depth_picks[s]
             depths = [spec.depth_choices[k] for k in picks]
