@@ -351,7 +351,9 @@ class Arch:
             )
         input_size = data.get("input_size")
         if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
-            raise ArchFormatError(f"field 'input_size' must be a positive integer, got {input_size!r}")
+            raise ArchFormatError(
+                f"field 'input_size' must be a positive integer, got {input_size!r}"
+            )
         try:
             space = SearchSpace.from_name(
                 data["backbone"],

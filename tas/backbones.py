@@ -69,7 +69,9 @@ def torchvision_state(
     """A torchvision ResNet's state_dict renamed as the full network of ``space`` names it.
     Raises ValueError, in one line, when the tensors are not that network's."""
     if space.backbone != "imagenet_resnet":
-        raise ValueError(f"torchvision weights fit an imagenet_resnet space, not {space.describe()}")
+        raise ValueError(
+            f"torchvision weights fit an imagenet_resnet space, not {space.describe()}"
+        )
     own = build_model(Arch.full(space)).state_dict()
     out, missing = {}, []
     for key, ref in own.items():
