@@ -26,13 +26,23 @@ METHODS = {"l1_norm": l1_norm_prune, "slimming": slimming_prune}
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prune.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", choices=sorted(METHODS), required=True)
-    parser.add_argument("--teacher", required=True, help="train.py checkpoint of the full network")
+    parser.add_argument(
+        "--teacher",
+        required=True,
+        help="train.py checkpoint of the full network, or a torchvision ResNet checkpoint",
+    )
     parser.add_argument("--ratio", type=float, required=True, help="target MACs / full MACs")
     parser.add_argument("--out", default="found.json", help="found.json to write")
+    parser.add_argument(
+        "--input_size",
+        type=int,
+        default=None,
+        help="a torchvision teacher: image side its MACs are counted at (default 224)",
+    )
     args = parser.parse_args(argv)
     try:
         check_ratio(args.ratio)
-        model, arch = load_teacher(args.teacher)
+        model, arch = load_teacher(args.teacher, args.input_size)
         if (
             arch.widths != type(arch).full(arch.space).widths
             or arch.blocks != arch.space.max_blocks

@@ -23,10 +23,19 @@ from lightning_modules.optim import sgd_with_cosine
 from lightning_modules.teacher import TeacherError, load_teacher
 
 
-def resolve_arch(spec: str, depth: int, num_classes: int, shortcut: str = "zero_pad") -> tas.Arch:
+def resolve_arch(
+    spec: str,
+    depth: int,
+    num_classes: int,
+    shortcut: str = "zero_pad",
+    backbone: str = "cifar_resnet",
+    input_size: int | None = None,
+) -> tas.Arch:
     """``full``, ``uniform:R`` (width multiplier for R x full MACs), ``random:SEED`` or a path to
-    a found.json. A found.json brings its own depth; its classes must match the data's."""
-    space = tas.SearchSpace.cifar_resnet(depth, num_classes, shortcut=shortcut)
+    a found.json. A found.json brings its own space; its classes must match the data's."""
+    space = tas.SearchSpace.from_name(
+        backbone, depth, num_classes, shortcut=shortcut, input_size=input_size
+    )
     kind, _, value = spec.partition(":")
     if spec == "full":
         return tas.Arch.full(space)
@@ -55,6 +64,9 @@ class ClassifyModule(pl.LightningModule):
         arch: ``full``, ``uniform:R``, ``random:SEED`` or a found.json path.
         depth: ResNet depth for ``full`` / ``uniform`` / ``random`` (a found.json brings its own).
         num_classes: classes of the data set (linked from the data module by the CLI).
+        backbone: "cifar_resnet" or "imagenet_resnet" (torchvision's ResNets) for ``full`` /
+            ``uniform`` / ``random``.
+        input_size: image side the MACs are counted at (linked from the data module).
         shortcut: how identity blocks of different widths are joined ("zero_pad"/"projection").
         teacher: a train.py checkpoint to distil from; None trains with cross-entropy only.
         init: ``random`` (fresh weights) or ``inherit``: copy the kept filters' weights from
@@ -74,6 +86,8 @@ class ClassifyModule(pl.LightningModule):
         arch: str = "full",
         depth: int = 56,
         num_classes: int = 10,
+        backbone: str = "cifar_resnet",
+        input_size: int | None = None,
         shortcut: str = "zero_pad",
         teacher: str | None = None,
         init: str = "random",
@@ -92,7 +106,7 @@ class ClassifyModule(pl.LightningModule):
         if arch_record is not None:
             resolved = tas.Arch.from_dict(arch_record)
         else:
-            resolved = resolve_arch(arch, depth, num_classes, shortcut)
+            resolved = resolve_arch(arch, depth, num_classes, shortcut, backbone, input_size)
         self.save_hyperparameters()
         self.hparams["arch_record"] = resolved.to_dict()
         self.arch = resolved
@@ -102,7 +116,7 @@ class ClassifyModule(pl.LightningModule):
         self.teacher_arch: tas.Arch | None = None
         self._teacher: nn.Module | None = None  # not a submodule: not saved, not trained
         if teacher:
-            self._teacher, self.teacher_arch = load_teacher(teacher)
+            self._teacher, self.teacher_arch = load_teacher(teacher, resolved.space.input_size)
             self._check_teacher(teacher)
         classes = resolved.space.num_classes
         self.train_acc = MulticlassAccuracy(classes, average="micro")
@@ -120,7 +134,7 @@ class ClassifyModule(pl.LightningModule):
             raise ValueError(
                 "init: inherit needs init_from, a train.py checkpoint of the full network"
             )
-        source, source_arch = load_teacher(init_from)
+        source, source_arch = load_teacher(init_from, arch.space.input_size)
         if source_arch != tas.Arch.full(arch.space):
             raise TeacherError(
                 f"init_from {init_from} is not the full {arch.space.describe()} the "

@@ -284,6 +284,7 @@ class TASCLI(LightningCLI):
             "before giving up (a rank that died or hangs ends the run instead of blocking it)",
         )
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.image_size", "model.input_size", apply_on="instantiate")
 
     # ------------------------------------------------------------ run directory
     def before_instantiate_classes(self) -> None:

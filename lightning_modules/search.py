@@ -31,11 +31,15 @@ from tas.supernet import batch_statistics
 
 
 class SearchModule(pl.LightningModule):
-    """TAS search of a CIFAR ResNet under an expected-MACs budget.
+    """TAS search of a ResNet (CIFAR, or torchvision's) under an expected-MACs budget.
 
     Args:
-        depth: ResNet depth (20/32/56/110 basic, 164 bottleneck).
+        depth: ResNet depth (cifar_resnet: 20/32/56/110 basic, 164 bottleneck;
+            imagenet_resnet: 18/34/50/101/152).
         num_classes: classes of the data set (linked from the data module by the CLI).
+        backbone: the search space, "cifar_resnet" or "imagenet_resnet" (torchvision's ResNets;
+            a torchvision checkpoint is a ``teacher``); see `tas.SearchSpace`.
+        input_size: image side the MACs are counted at (linked from the data module).
         ratio: target MACs as a fraction of the full network's, in (0, 1].
         tolerance: width of the MACs band below the target, as a fraction of full MACs.
         cost_weight: lambda, the weight of the cost loss in the architecture loss.
@@ -70,6 +74,8 @@ class SearchModule(pl.LightningModule):
         self,
         depth: int = 56,
         num_classes: int = 10,
+        backbone: str = "cifar_resnet",
+        input_size: int | None = None,
         ratio: float = 0.47,
         tolerance: float = 0.05,
         cost_weight: float = 2.0,
@@ -107,8 +113,13 @@ class SearchModule(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.cost_loss = tas.cost.make_cost(cost)  # a module (saved with the net) if stateful
-        self.space = tas.SearchSpace.cifar_resnet(
-            depth, num_classes, shortcut=shortcut, width_multiple=width_multiple
+        self.space = tas.SearchSpace.from_name(
+            backbone,
+            depth,
+            num_classes,
+            shortcut=shortcut,
+            input_size=input_size,
+            width_multiple=width_multiple,
         )
         self.net = tas.Supernet(self.space, num_samples=num_samples, tau=tau_start)
         self.warm_start: dict[str, str] | None = None

@@ -1,7 +1,9 @@
 """Trained full networks read from disk: the KD teacher, the source of inherited weights and the
 warm start of the search.
 
-A teacher is the checkpoint train.py writes (it carries its architecture), or, for the warm
+A teacher is the checkpoint train.py writes (it carries its architecture), a torchvision ResNet
+checkpoint (its plain state_dict, or a dict holding it under ``model`` / ``state_dict`` as
+torchvision's reference scripts save it; the network is read off its tensors), or, for the warm
 start, a plain state_dict of ``tas.build_model(tas.Arch.full(space))``. Every way a file can be
 wrong is a `TeacherError` with one line that names the file.
 """
@@ -15,15 +17,37 @@ import torch
 from torch import nn
 
 import tas
+from tas.backbones import is_torchvision_resnet_state, torchvision_space, torchvision_state
 
 
 class TeacherError(ValueError):
     """A teacher checkpoint that is missing, unreadable or not a train.py checkpoint."""
 
 
-def load_teacher(path: str | Path) -> tuple[nn.Module, tas.Arch]:
-    """The network of a train.py checkpoint, weights loaded, in eval mode, with its Arch."""
-    return _network(Path(path), _read(path))
+def load_teacher(path: str | Path, input_size: int | None = None) -> tuple[nn.Module, tas.Arch]:
+    """The network of a train.py or torchvision checkpoint, weights loaded, in eval mode, with
+    its Arch (a torchvision network's MACs counted at ``input_size``, default 224)."""
+    ckpt = _read(path)
+    state = _torchvision(ckpt)
+    if state is None:
+        return _network(Path(path), ckpt)
+    try:
+        space = torchvision_space(state, input_size or 224)
+        arch = tas.Arch.full(space)
+        model = tas.build_model(arch)
+        model.load_state_dict(torchvision_state(state, space))
+    except ValueError as err:
+        raise TeacherError(f"teacher checkpoint {path}: {err}") from None
+    return model.eval().requires_grad_(False), arch
+
+
+def _torchvision(ckpt: Any) -> dict[str, torch.Tensor] | None:
+    """The torchvision ResNet state dict in a checkpoint (plain, or under "model" or
+    "state_dict"), or None."""
+    for state in (ckpt, *(ckpt.get(k) for k in ("model", "state_dict") if isinstance(ckpt, dict))):
+        if is_torchvision_resnet_state(state):
+            return state
+    return None
 
 
 def _network(path: Path, ckpt: Any) -> tuple[nn.Module, tas.Arch]:
@@ -64,10 +88,16 @@ def _read(path: str | Path) -> Any:
 
 def load_full_state(path: str | Path, space: tas.SearchSpace) -> dict[str, torch.Tensor]:
     """The state_dict of the full network of ``space`` from ``path``: a train.py checkpoint of
-    that full network, or a plain state_dict as ``tas.build_model(tas.Arch.full(space))`` names
-    it. What `tas.Supernet.load_full_weights` takes (which checks a plain state_dict's keys and
+    that full network, a torchvision checkpoint of it, or a plain state_dict as
+    ``tas.build_model(tas.Arch.full(space))`` names it. What `tas.Supernet.load_full_weights` takes (which checks a plain state_dict's keys and
     shapes against the space)."""
     ckpt = _read(path)
+    state = _torchvision(ckpt)
+    if state is not None:
+        try:
+            return torchvision_state(state, space)
+        except ValueError as err:
+            raise TeacherError(f"teacher {path}: {err}") from None
     if isinstance(ckpt, dict) and "tas_arch" in ckpt:  # a train.py checkpoint
         model, arch = _network(Path(path), ckpt)  # read once
         if arch != tas.Arch.full(space):

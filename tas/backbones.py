@@ -44,8 +44,26 @@ def from_torchvision(
             "from_torchvision reads plain ResNets; ResNeXt and wide ResNets (groups "
             f"{model.groups}, width per group {model.base_width}) are not supported"
         )
-    block = _BLOCKS.get(type(model.layer1[0]).__name__)
-    layers = tuple(len(getattr(model, f"layer{i}")) for i in range(1, 5))
+    if _BLOCKS.get(type(model.layer1[0]).__name__) is None:
+        raise ValueError(f"unknown ResNet block {type(model.layer1[0]).__name__}")
+    state = model.state_dict()
+    space = torchvision_space(state, input_size)
+    return space, torchvision_state(state, space)
+
+
+def is_torchvision_resnet_state(state: object) -> bool:
+    """Whether ``state`` is a state dict named as torchvision's ResNets name theirs."""
+    keys = {"conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "fc.weight"}
+    return isinstance(state, Mapping) and keys <= set(state)
+
+
+def torchvision_space(state: Mapping[str, torch.Tensor], input_size: int = 224) -> SearchSpace:
+    """The search space of the torchvision ResNet whose state dict is ``state``: the depth
+    from its blocks per stage and block type, the classes from its last layer."""
+    layers = tuple(
+        len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}) for i in range(1, 5)
+    )
+    block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
     depth = next(
         (d for d, (b, n) in IMAGENET_RESNET_LAYERS.items() if (b, n) == (block, layers)), None
     )
@@ -54,13 +72,7 @@ def from_torchvision(
             f"a ResNet of {block} blocks {list(layers)} per stage is none of torchvision's "
             f"ResNet-{'/'.join(map(str, IMAGENET_RESNET_LAYERS))}"
         )
-    space = SearchSpace.imagenet_resnet(depth, model.fc.out_features, input_size)
-    return space, torchvision_state(model.state_dict(), space)
-
-
-def is_torchvision_resnet_state(state: Mapping[str, object]) -> bool:
-    """Whether a state dict is named as torchvision's ResNets name theirs."""
-    return {"conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "fc.weight"} <= set(state)
+    return SearchSpace.imagenet_resnet(depth, state["fc.weight"].shape[0], input_size)
 
 
 def torchvision_state(

@@ -266,17 +266,25 @@ class SearchSpace:
         block: str | None = None,
         shortcut: str = "zero_pad",
         input_size: int | None = None,
+        width_multiple: int = 1,
     ) -> SearchSpace:
-        """Rebuild a space from the identifiers stored in found.json (``input_size`` None: the
-        backbone's own, 32 for CIFAR and 224 for ImageNet networks)."""
+        """A space by its identifiers: those stored in found.json, or the command line's
+        ``--model.backbone`` (``input_size`` None: the backbone's own, 32 for CIFAR and 224 for
+        ImageNet networks; ``width_multiple``: see `width_candidates`)."""
         if backbone == "cifar_resnet":
             if input_size not in (None, 32):
                 raise ValueError(f"a CIFAR ResNet takes 32x32 inputs, got input_size {input_size}")
             return SearchSpace.cifar_resnet(
-                depth=depth, num_classes=num_classes, block=block, shortcut=shortcut
+                depth=depth,
+                num_classes=num_classes,
+                block=block,
+                shortcut=shortcut,
+                width_multiple=width_multiple,
             )
         if backbone == "imagenet_resnet":
-            space = SearchSpace.imagenet_resnet(depth, num_classes, input_size or 224)
+            space = SearchSpace.imagenet_resnet(
+                depth, num_classes, input_size or 224, width_multiple=width_multiple
+            )
             if block not in (None, space.block_kind) or shortcut != space.shortcut:
                 raise ValueError(
                     f"an ImageNet ResNet-{depth} has {space.block_kind} blocks and "

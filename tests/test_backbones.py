@@ -151,3 +151,50 @@ def test_found_json_round_trip_keeps_the_input_size(tmp_path):
     with pytest.raises(tas.ArchFormatError, match="32x32"):
         data = Arch.full(SearchSpace.cifar_resnet(20)).to_dict()
         Arch.from_dict({**data, "input_size": 64})
+
+
+# ---------------------------------------------------------------- the command line
+def test_torchvision_checkpoint_searches_prunes_and_teaches(tmp_path):
+    """A torchvision ResNet-18 checkpoint (as torchvision's reference scripts save it) is the
+    warm start of a search, the network prune.py prunes and distill.py's teacher."""
+    from tests.cli_helpers import run_script
+    from tests.test_cli_errors import TINY
+
+    ckpt = tmp_path / "resnet18.pth"
+    torch.save({"model": torchvision_resnet(18, num_classes=10).state_dict()}, ckpt)
+    tiny = [*TINY, "--model.backbone=imagenet_resnet", "--model.depth=18"]
+    search = tmp_path / "search"
+    result = run_script(
+        "train_search.py", *tiny, "--model.ratio=0.5", f"--teacher={ckpt}", f"--out={search}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = Arch.load(search / "found.json")
+    assert found.space == SearchSpace.imagenet_resnet(18, num_classes=10, input_size=32)
+    assert found.search["warm_start"]["teacher"] == str(ckpt)
+
+    pruned = tmp_path / "l1.json"
+    result = run_script(
+        "prune.py", "--method=l1_norm", f"--teacher={ckpt}", "--ratio=0.5", "--input_size=32",
+        f"--out={pruned}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Arch.load(pruned).space == found.space
+
+    out = tmp_path / "distill"
+    result = run_script(
+        "distill.py", *TINY, f"--arch={search / 'found.json'}", f"--teacher={ckpt}", f"--out={out}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "results.json").exists()
+
+
+def test_torchvision_checkpoint_of_another_depth_is_one_line(tmp_path):
+    from tests.cli_helpers import run_script
+    from tests.test_cli_errors import TINY, assert_user_error
+
+    ckpt = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), ckpt)
+    args = [*TINY, "--model.backbone=imagenet_resnet", "--model.depth=34", f"--teacher={ckpt}"]
+    result = run_script("train_search.py", *args, f"--out={tmp_path / 'x'}")
+    assert_user_error(result, "tensors missing")
+    assert not (tmp_path / "x" / "found.json").exists()

@@ -115,6 +115,11 @@ class CIFARDataModule(pl.LightningDataModule):
         return NUM_CLASSES[self.name]
 
     @property
+    def image_size(self) -> int:
+        """Side of the square images the networks see (what their MACs are counted at)."""
+        return 32
+
+    @property
     def mean(self) -> torch.Tensor:
         """Per-channel mean ``(3,)`` in [0, 1] units."""
         return torch.tensor(self.augment.mean)
