@@ -33,10 +33,11 @@ def resolve_arch(
 ) -> tas.Arch:
     """``full``, ``uniform:R`` (width multiplier for R x full MACs), ``random:SEED`` or a path to
     a found.json. A found.json brings its own space; its classes must match the data's."""
-    space = tas.SearchSpace.from_name(
-        backbone, depth, num_classes, shortcut=shortcut, input_size=input_size
-    )
     kind, _, value = spec.partition(":")
+    if spec == "full" or kind in ("uniform", "random"):
+        space = tas.SearchSpace.from_name(
+            backbone, depth, num_classes, shortcut=shortcut, input_size=input_size
+        )
     if spec == "full":
         return tas.Arch.full(space)
     if kind == "uniform" and value:
@@ -53,6 +54,11 @@ def resolve_arch(
     if arch.space.num_classes != num_classes:
         raise tas.ArchFormatError(
             f"{spec} is for {arch.space.num_classes} classes but the data set has {num_classes}"
+        )
+    if input_size is not None and arch.space.input_size != input_size:
+        raise tas.ArchFormatError(
+            f"{spec} counts its MACs at {arch.space.input_size}x{arch.space.input_size} inputs "
+            f"but the data's images are {input_size}x{input_size}"
         )
     return arch
 

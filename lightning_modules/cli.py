@@ -36,7 +36,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import tas
-from lightning_modules.data import CIFARDataModule, DataError
+from lightning_modules.data import DataError, data_module
 from lightning_modules.errors import (
     NonFiniteLossError,
     UsageError,
@@ -240,7 +240,7 @@ class TASCLI(LightningCLI):
         self.script, self.default_out = script, default_out
         super().__init__(
             model_class,
-            CIFARDataModule,
+            data_module,
             args=args,
             run=False,
             save_config_callback=None,

@@ -1,5 +1,7 @@
-"""CIFAR data for TAS: loading, caching, stratified splits, batched augmentation and the
-Lightning ``CIFARDataModule``.
+"""Data for TAS: CIFAR-sized sets (loading, caching, stratified splits, batched augmentation and
+the Lightning ``CIFARDataModule``) and folders of full-size images (``ImageFolderDataModule``,
+decoded on the fly by DataLoader workers; :mod:`.imagefolder`). The command line builds one of
+the two with :func:`data_module` (``--data.name``).
 
 Images are kept as one uint8 tensor ``(N, 3, 32, 32)`` per split. Loaders hand out whole uint8
 batches by tensor indexing (no per-image Python work), and augmentation (random crop with 4-pixel
@@ -40,7 +42,9 @@ from .augment import (
 from .augment import SYNTHETIC_MEAN as SYNTHETIC_MEAN  # public, though not in __all__
 from .augment import SYNTHETIC_STD as SYNTHETIC_STD
 from .cache import default_cache_dir
+from .choose import data_module
 from .common import DATASET_NAMES, NUM_CLASSES, DataError, DataNotFoundError
+from .imagefolder import ImageFolderDataModule
 from .loaders import (
     EpochShuffleSampler,
     TensorBatchDataset,
@@ -63,8 +67,10 @@ __all__ = [
     "DataNotFoundError",
     "EpochShuffleSampler",
     "GpuAugment",
+    "ImageFolderDataModule",
     "TensorBatchDataset",
     "augment_batch",
+    "data_module",
     "dataset_stats",
     "default_cache_dir",
     "load_split",
