@@ -87,17 +87,22 @@ def test_torchvision_resnet_three_commands_on_an_image_folder(tmp_path, folder):
     result = run_script("train.py", *data, *net, f"--out={teacher}")
     assert result.returncode == 0, result.stderr[-3000:]
     ckpt = teacher / "checkpoints" / "last.ckpt"
+    # the shipped ImageNet configs, shrunk to this folder: fp32 on the CPU, 64-pixel crops
+    small = [*data, "--trainer.precision=32-true", "--trainer.accelerator=cpu"]
+    small += ["--data.val_subset=null", "--model.channels_last=false"]
     search = tmp_path / "search"
     result = run_script(
-        "train_search.py", *data, *net, "--model.ratio=0.6", f"--teacher={ckpt}", f"--out={search}"
-    )
+        "train_search.py", "--config=configs/imagenet/search_resnet18.yaml", *small,
+        f"--teacher={ckpt}", f"--out={search}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads((search / "found.json").read_text())
     assert (found["backbone"], found["depth"], found["input_size"]) == ("imagenet_resnet", 18, 64)
     out = tmp_path / "distill"
     result = run_script(
-        "distill.py", *data, f"--arch={search / 'found.json'}", f"--teacher={ckpt}", f"--out={out}"
-    )
+        "distill.py", "--config=configs/imagenet/distill_resnet.yaml", *small,
+        f"--arch={search / 'found.json'}", f"--teacher={ckpt}", f"--out={out}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert 0.0 <= json.loads((out / "results.json").read_text())["test_acc"] <= 1.0
 
