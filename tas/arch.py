@@ -33,7 +33,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from tas.space import SHORTCUT_MODES, SearchSpace, conv_out_size
+from tas.space import SHORTCUT_MODES, SearchSpace, conv_out_size, layer_out_size
 
 FORMAT = "tas-arch/1"
 
@@ -55,6 +55,7 @@ class ConvLayer:
     out_size: int  # spatial output size (square)
     relu: bool
     pool: bool = False  # AvgPool(2) before the conv (stride-2 "avgpool" projection shortcuts)
+    max_pool: bool = False  # MaxPool(2) before the conv (VGG)
 
     @property
     def macs(self) -> int:
@@ -68,7 +69,8 @@ class ConvLayer:
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """A residual block: ``relu(convs(x) + shortcut(x))``.
+    """A residual block: ``relu(convs(x) + shortcut(x))``, or, with ``residual=False``, the
+    convs alone.
 
     ``shortcut`` is None for identity (zero-padded to the wider of the two when widths differ).
     """
@@ -77,11 +79,14 @@ class BlockPlan:
     in_channels: int
     convs: tuple[ConvLayer, ...]
     shortcut: ConvLayer | None
+    residual: bool = True
 
     @property
     def out_channels(self) -> int:
         last = self.convs[-1].out_channels
-        return last if self.shortcut is not None else max(last, self.in_channels)
+        if self.shortcut is not None or not self.residual:
+            return last
+        return max(last, self.in_channels)
 
     @property
     def layers(self) -> tuple[ConvLayer, ...]:
@@ -136,7 +141,7 @@ def make_plan(space: SearchSpace, blocks: tuple[int, ...], widths: dict[str, int
             in_width, in_size = width, size
             convs = []
             for conv in spec.convs:
-                size = conv_out_size(size, conv.kernel, conv.stride)
+                size = layer_out_size(size, conv)
                 convs.append(
                     ConvLayer(
                         conv.name,
@@ -146,12 +151,13 @@ def make_plan(space: SearchSpace, blocks: tuple[int, ...], widths: dict[str, int
                         conv.stride,
                         size,
                         conv.relu,
+                        max_pool=conv.max_pool,
                     )
                 )
                 width = widths[conv.name]
             shortcut = None
             needs_projection = spec.projection or (
-                space.shortcut == "projection" and in_width != width
+                spec.residual and space.shortcut == "projection" and in_width != width
             )
             if needs_projection:
                 pooled = spec.stride != 1 and space.downsample == "avgpool"
@@ -165,7 +171,7 @@ def make_plan(space: SearchSpace, blocks: tuple[int, ...], widths: dict[str, int
                     False,
                     pooled,
                 )
-            block = BlockPlan(spec.name, in_width, tuple(convs), shortcut)
+            block = BlockPlan(spec.name, in_width, tuple(convs), shortcut, spec.residual)
             width = block.out_channels
             planned.append(block)
         stages.append(tuple(planned))

@@ -2,7 +2,8 @@
 
 Both prune *inside* residual blocks only (every conv of a block but its last), as the papers do
 for ResNets: the channels of the residual stream (stem, each block's last conv, shortcuts) are
-added position by position, so pruning them by a per-conv criterion would misalign the sums.
+added position by position, so pruning them by a per-conv criterion would misalign the sums. In
+a plain network (VGG) they prune every conv.
 Both keep full depth and return ``keep``: for every pruned conv, the indices (ascending) of the
 full network's filters it keeps, for fine-tuning with inherited weights
 (``tas.build_model(arch, init_from=full_model, keep=keep)``).
@@ -31,8 +32,17 @@ from tas.space import SearchSpace
 
 
 def prunable_convs(space: SearchSpace) -> list[str]:
-    """Names of the convs the baselines prune: every conv of a block but its last."""
-    return [c.name for stage in space.stages for b in stage.blocks for c in b.convs[:-1]]
+    """Names of the convs the baselines prune: every conv of a residual block but its last,
+    every conv of a plain chain (VGG), and the stem unless an identity shortcut adds it."""
+    first = space.stages[0].blocks[0]
+    stem = [] if first.residual and not first.projection else [space.stem.name]
+    inner = [
+        c.name
+        for stage in space.stages
+        for b in stage.blocks
+        for c in (b.convs[:-1] if b.residual else b.convs)
+    ]
+    return stem + inner
 
 
 def named_convs(model: CompactNet, arch: Arch) -> dict[str, ConvBN]:

@@ -17,10 +17,12 @@ from tas.arch import Arch, BlockPlan, ConvLayer
 
 
 class ConvBN(nn.Sequential):
-    """[AvgPool(2)] -> Conv (no bias) -> BN [-> ReLU], as planned by a `ConvLayer`."""
+    """[AvgPool(2) | MaxPool(2)] -> Conv (no bias) -> BN [-> ReLU], as planned by a
+    `ConvLayer`."""
 
     def __init__(self, layer: ConvLayer) -> None:
         mods: list[nn.Module] = [nn.AvgPool2d(2)] if layer.pool else []
+        mods += [nn.MaxPool2d(2)] if layer.max_pool else []
         mods += [
             nn.Conv2d(
                 layer.in_channels,
@@ -39,15 +41,19 @@ class ConvBN(nn.Sequential):
 
 class ResidualBlock(nn.Module):
     """``relu(main(x) + shortcut(x))``; an identity shortcut of another width is zero-padded
-    into the first channels of the wider tensor (the original CIFAR ResNet's option A)."""
+    into the first channels of the wider tensor (the original CIFAR ResNet's option A). A plan
+    with ``residual=False`` is ``main(x)`` alone."""
 
     def __init__(self, plan: BlockPlan) -> None:
         super().__init__()
         self.main = nn.Sequential(*(ConvBN(c) for c in plan.convs))
         self.shortcut = ConvBN(plan.shortcut) if plan.shortcut is not None else None
+        self.residual = plan.residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.main(x)
+        if not self.residual:
+            return out
         skip = self.shortcut(x) if self.shortcut is not None else x
         return F.relu(add_padded(out, skip))
 
@@ -137,10 +143,11 @@ def inherit_weights(
 
     ``keep[name]`` lists the source filters (output channels) a conv keeps, in order; a conv not
     in ``keep`` keeps its first ``width`` filters. Every conv reads the channels its input
-    producer kept. Convs whose output joins a residual sum (the stem and each block's last conv)
-    must keep a prefix: compact residual sums align channels by position, so any other choice
-    would add unrelated channels together. Pruning methods therefore prune inside blocks only,
-    as Li et al. (2017) and Liu et al. (2017) do for ResNets.
+    producer kept. Convs whose output joins a residual sum (each residual block's last conv, and
+    the stem where the first block adds its input) must keep a prefix: compact residual sums
+    align channels by position, so any other choice would add unrelated channels together.
+    Pruning methods therefore prune inside residual blocks only, as Li et al. (2017) and Liu et
+    al. (2017) do for ResNets; in a plain chain (VGG) every conv may keep any filters.
     """
     full = Arch.full(arch.space)
     if getattr(source, "space", None) != arch.space or count_params(source) != full.params:
@@ -163,16 +170,22 @@ def inherit_weights(
         return idx
 
     plan = arch.plan()
-    stream = kept("stem", plan.stem.out_channels, True)
+    blocks = [b for stage in plan.stages for b in stage]
+    # the stem feeds a residual sum where the first block adds its input (an identity shortcut)
+    stem_in_sum = bool(blocks) and blocks[0].residual and blocks[0].shortcut is None
+    stream = kept("stem", plan.stem.out_channels, stem_in_sum)
     _copy_conv_bn(model.stem, source.stem, stream, torch.arange(plan.stem.in_channels))
     for stage_plan, stage, src_stage in zip(plan.stages, model.stages, source.stages):
         for block_plan, block, src_block in zip(stage_plan, stage, src_stage):
-            in_idx = torch.arange(block_plan.in_channels)
+            # each conv reads the filters its producer kept: after a residual block a prefix
+            block_in = in_idx = stream
             layers = list(zip(block_plan.convs, block.main, src_block.main))
             for i, (layer, dst, src) in enumerate(layers):
-                out_idx = kept(layer.name, layer.out_channels, i == len(layers) - 1)
+                in_sum = block_plan.residual and i == len(layers) - 1
+                out_idx = kept(layer.name, layer.out_channels, in_sum)
                 _copy_conv_bn(dst, src, out_idx, in_idx)
                 in_idx = out_idx
+            stream = in_idx if not block_plan.residual else torch.arange(block_plan.out_channels)
             if block.shortcut is not None:
                 if src_block.shortcut is None:
                     raise ValueError(
@@ -180,10 +193,9 @@ def inherit_weights(
                         "the full network lacks; nothing to inherit it from"
                     )
                 out_idx = torch.arange(block_plan.shortcut.out_channels)
-                block_in = torch.arange(block_plan.in_channels)
                 _copy_conv_bn(block.shortcut, src_block.shortcut, out_idx, block_in)
     with torch.no_grad():
-        model.head.weight.copy_(source.head.weight[:, : plan.head_in])
+        model.head.weight.copy_(source.head.weight[:, stream])
         model.head.bias.copy_(source.head.bias)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from tas.space import SearchSpace, conv_out_size
+from tas.space import SearchSpace, conv_out_size, layer_out_size
 
 
 def _mean(dist: torch.Tensor) -> torch.Tensor:
@@ -112,22 +112,23 @@ def expected_cost(
             block_in, block_in_size = width, size
             cost = 0.0
             for conv in block.convs:
-                size = conv_out_size(size, conv.kernel, conv.stride)
+                size = layer_out_size(size, conv)
                 cost = cost + conv_cost(conv.name, conv.kernel, size, width, dists[conv.name])
                 width = dists[conv.name]
             if block.projection:  # the full network's projection: [AvgPool(stride)] + 1x1 conv
                 shortcut = f"{block.name}.shortcut"
                 out_size = space.shortcut_out_size(block, block_in_size)
                 cost = cost + conv_cost(shortcut, 1, out_size, block_in, width)
-            elif space.shortcut == "projection":  # 1x1 conv only where the widths differ
+            elif block.residual and space.shortcut == "projection":  # 1x1 only where widths differ
                 if projection_cost is None:
                     raise ValueError(
                         "this cost does not price the projections of a shortcut='projection' "
                         "space; use shortcut='zero_pad'"
                     )
                 cost = cost + projection_cost(f"{block.name}.shortcut", size, block_in, width)
-            else:  # zero-padded identity: the wider of the two tensors goes on
+            elif block.residual:  # zero-padded identity: the wider of the two tensors goes on
                 width = _max(block_in, width)
+            # a plain block (VGG): its last conv's width goes on
             total = total + keep[p] * cost
             outputs.append(width)
         width = sum(pi[k] * outputs[d - 1] for k, d in enumerate(choices))

@@ -37,7 +37,7 @@ from torch import nn
 from tas.arch import Arch, write_text_atomic
 from tas.compact import build_model
 from tas.cost import expected_cost
-from tas.space import SearchSpace, conv_out_size
+from tas.space import SearchSpace, layer_out_size
 
 FORMAT = "tas-latency/1"
 BACKENDS = ("eager",)
@@ -55,6 +55,7 @@ class TimedConv:
     pool: bool
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    max_pool: bool = False  # a 2x2 max-pool before the conv (VGG)
 
 
 def timed_convs(space: SearchSpace) -> list[TimedConv]:
@@ -79,9 +80,9 @@ def timed_convs(space: SearchSpace) -> list[TimedConv]:
             for conv in block.convs:
                 out.append(
                     TimedConv(conv.name, conv.kernel, conv.stride, size, conv.relu, False,
-                              tuple(sorted(widths)), conv.candidates)
+                              tuple(sorted(widths)), conv.candidates, conv.max_pool)
                 )  # fmt: skip
-                size = conv_out_size(size, conv.kernel, conv.stride)
+                size = layer_out_size(size, conv)
                 widths = set(conv.candidates)
             if block.projection:  # timed on the block's input: [AvgPool] + 1x1 conv
                 pooled = block.stride != 1 and space.downsample == "avgpool"
@@ -90,7 +91,7 @@ def timed_convs(space: SearchSpace) -> list[TimedConv]:
                               block_size, False, pooled, tuple(sorted(block_in)),
                               block.last.candidates)
                 )  # fmt: skip
-            else:
+            elif block.residual:  # zero-padded identity
                 widths = {max(a, b) for a in block_in for b in widths}
             if p + 1 in stage.depth_choices:
                 after |= widths
@@ -100,6 +101,7 @@ def timed_convs(space: SearchSpace) -> list[TimedConv]:
 
 def _module(conv: TimedConv, cin: int, cout: int) -> nn.Module:
     mods: list[nn.Module] = [nn.AvgPool2d(2)] if conv.pool else []
+    mods += [nn.MaxPool2d(2)] if conv.max_pool else []
     pad = conv.kernel // 2
     mods += [nn.Conv2d(cin, cout, conv.kernel, conv.stride, pad, bias=False), nn.BatchNorm2d(cout)]
     if conv.relu:

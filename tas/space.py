@@ -22,6 +22,17 @@ WIDTH_RATIO_TENTHS: tuple[int, ...] = (3, 4, 5, 6, 7, 8, 9, 10)
 SHORTCUT_MODES = ("zero_pad", "projection")
 DOWNSAMPLE_MODES = ("avgpool", "strided")
 
+# The CIFAR VGGs of Network Slimming (Liu et al. 2017) and "Rethinking the Value of Network
+# Pruning" (Liu et al. 2019): conv widths, "M" a 2x2 max-pool; then a 2x2 average pool (global
+# on the 2x2 map left) and one linear layer.
+CIFAR_VGG_LAYERS: dict[int, tuple[int | str, ...]] = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M")
+    + (512, 512, 512, 512),
+}
+
 # torchvision's ImageNet ResNets: blocks per stage, and the block each depth uses
 IMAGENET_RESNET_LAYERS: dict[int, tuple[str, tuple[int, ...]]] = {
     18: ("basic", (2, 2, 2, 2)),
@@ -69,6 +80,11 @@ def conv_out_size(size: int, kernel: int, stride: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
+def layer_out_size(size: int, conv: ConvSpec) -> int:
+    """Spatial output size of a searchable conv, its max-pool (if any) included."""
+    return conv_out_size(size // 2 if conv.max_pool else size, conv.kernel, conv.stride)
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """One searchable conv (followed by its BatchNorm, and ReLU when ``relu``)."""
@@ -79,6 +95,7 @@ class ConvSpec:
     kernel: int
     stride: int
     relu: bool
+    max_pool: bool = False  # a 2x2 stride-2 max-pool before the conv (VGG)
 
 
 @dataclass(frozen=True)
@@ -88,12 +105,14 @@ class BlockSpec:
     ``projection`` is True where the *full* network needs a 1x1 conv + BN on the shortcut
     (stride 2, or input width != output width); a stride-2 shortcut pools with AvgPool(2) first
     (``SearchSpace.downsample == "avgpool"``) or strides its 1x1 conv (``"strided"``).
+    A block with ``residual=False`` is its convs alone (their own BN and ReLU).
     """
 
     name: str
     convs: tuple[ConvSpec, ...]
     stride: int
     projection: bool
+    residual: bool = True  # False: a plain chain of convs, no shortcut and no sum (VGG)
 
     @property
     def last(self) -> ConvSpec:
@@ -259,6 +278,48 @@ class SearchSpace:
         )
 
     @staticmethod
+    def cifar_vgg(
+        depth: int = 16,
+        num_classes: int = 10,
+        width_tenths: tuple[int, ...] = WIDTH_RATIO_TENTHS,
+        width_multiple: int = 1,
+    ) -> SearchSpace:
+        """The CIFAR VGG-11/13/16/19 with BatchNorm of Network Slimming and "Rethinking the
+        Value of Network Pruning": 3x3 conv + BN + ReLU layers with 2x2 max-pools between the
+        groups (`CIFAR_VGG_LAYERS`), then a global average pool (their AvgPool(2) on the 2x2
+        map) and a single linear classifier. Every conv's width is searched; depth is not (a
+        stage is one group between two pools; its depth choice is its full length)."""
+        if depth not in CIFAR_VGG_LAYERS:
+            raise ValueError(f"a CIFAR VGG has depth in {sorted(CIFAR_VGG_LAYERS)}, got {depth}")
+
+        def conv(name: str, channels: int, pooled: bool) -> ConvSpec:
+            candidates = width_candidates(channels, width_tenths, width_multiple)
+            return ConvSpec(name, channels, candidates, 3, 1, True, pooled)
+
+        layers = CIFAR_VGG_LAYERS[depth]
+        stem = conv("stem", int(layers[0]), False)
+        groups: list[list[ConvSpec]] = [[]]
+        pooled = False
+        for width in layers[1:]:
+            if width == "M":
+                pooled = True
+                if groups[-1]:
+                    groups.append([])
+                continue
+            s, b = len(groups), len(groups[-1])
+            groups[-1].append(conv(f"stage{s}.block{b}.conv", int(width), pooled))
+            pooled = False
+        stages = tuple(
+            StageSpec(
+                f"stage{s + 1}",
+                tuple(BlockSpec(c.name.rsplit(".", 1)[0], (c,), 1, False, False) for c in group),
+                (len(group),),
+            )
+            for s, group in enumerate(groups)
+        )
+        return SearchSpace("cifar_vgg", depth, num_classes, 32, 3, stem, stages)
+
+    @staticmethod
     def from_name(
         backbone: str,
         depth: int,
@@ -291,6 +352,13 @@ class SearchSpace:
                     f"{space.shortcut} shortcuts, got block {block!r}, shortcut {shortcut!r}"
                 )
             return space
+        if backbone == "cifar_vgg":
+            if input_size not in (None, 32) or block not in (None, "plain"):
+                raise ValueError(
+                    f"a CIFAR VGG takes 32x32 inputs and has plain layers, got input_size "
+                    f"{input_size}, block {block!r}"
+                )
+            return SearchSpace.cifar_vgg(depth, num_classes, width_multiple=width_multiple)
         raise ValueError(f"unknown backbone {backbone!r}; known: {sorted(BACKBONES)}")
 
     # ---------------------------------------------------------------- queries
@@ -316,6 +384,10 @@ class SearchSpace:
         """Whether ``conv`` has a width to choose (more than one candidate)."""
         return len(conv.candidates) > 1
 
+    def searchable_stage(self, stage: StageSpec) -> bool:
+        """Whether ``stage`` has a depth to choose (more than one choice)."""
+        return len(stage.depth_choices) > 1
+
     def stem_out_size(self) -> int:
         """Spatial size after the stem (and its max-pool, if any)."""
         size = conv_out_size(self.input_size, self.stem.kernel, self.stem.stride)
@@ -338,12 +410,15 @@ class SearchSpace:
 
     @property
     def block_kind(self) -> str:
-        return "bottleneck" if len(self.stages[0].blocks[0].convs) == 3 else "basic"
+        first = self.stages[0].blocks[0]
+        if not first.residual:
+            return "plain"
+        return "bottleneck" if len(first.convs) == 3 else "basic"
 
     def describe(self) -> str:
         size = "" if self.input_size == 32 else f", {self.input_size}x{self.input_size}"
         return f"{self.backbone}-{self.depth} ({self.block_kind}, {self.num_classes} classes{size})"
 
 
-BACKBONES = ("cifar_resnet", "imagenet_resnet")
+BACKBONES = ("cifar_resnet", "imagenet_resnet", "cifar_vgg")
 """The backbones `SearchSpace.from_name` knows."""

@@ -34,8 +34,8 @@ from tas.space import SearchSpace
 
 
 class SearchConv(nn.Module):
-    """[AvgPool] -> conv at full size whose candidate widths share its first filters -> one BN
-    per candidate -> mixture of the picked widths [-> ReLU]."""
+    """[AvgPool | MaxPool] -> conv at full size whose candidate widths share its first filters ->
+    one BN per candidate -> mixture of the picked widths [-> ReLU]."""
 
     def __init__(
         self,
@@ -45,6 +45,7 @@ class SearchConv(nn.Module):
         stride: int,
         relu: bool,
         pool: int = 1,
+        max_pool: bool = False,
     ) -> None:
         super().__init__()
         self.candidates = tuple(candidates)
@@ -52,6 +53,7 @@ class SearchConv(nn.Module):
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
         self.bns = nn.ModuleList(nn.BatchNorm2d(c) for c in self.candidates)
         self.stride, self.padding, self.relu, self.pool = stride, kernel // 2, relu, pool
+        self.max_pool = max_pool
 
     def forward(
         self, x: torch.Tensor, picks: Sequence[int], weights: torch.Tensor | None
@@ -60,6 +62,8 @@ class SearchConv(nn.Module):
         weights: (len(picks),) mixing weights, or None for a single pick taken whole."""
         if self.pool > 1:
             x = F.avg_pool2d(x, self.pool)
+        if self.max_pool:
+            x = F.max_pool2d(x, 2)
         widths = [self.candidates[i] for i in picks]
         widest = max(widths)
         y = F.conv2d(x, self.weight[:widest, : x.shape[1]], None, self.stride, self.padding)
@@ -97,20 +101,28 @@ def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None)
 
 class SearchBlock(nn.Module):
     """``relu(convs(x) + shortcut(x))``; the shortcut conv (where the full network has one)
-    reuses the picks of the block's last conv, and an identity shortcut is zero-padded."""
+    reuses the picks of the block's last conv, and an identity shortcut is zero-padded. With
+    ``residual=False``, ``convs(x)`` alone."""
 
     def __init__(
-        self, convs: list[SearchConv], rows: list[int], shortcut: SearchConv | None
+        self,
+        convs: list[SearchConv],
+        rows: list[int],
+        shortcut: SearchConv | None,
+        residual: bool = True,
     ) -> None:
         super().__init__()
         self.convs = nn.ModuleList(convs)
         self.rows = rows  # rows of the width logits, one per conv
         self.shortcut = shortcut
+        self.residual = residual
 
     def forward(self, x: torch.Tensor, choice: _Choice) -> torch.Tensor:
         out = x
         for conv, row in zip(self.convs, self.rows):
             out = conv(out, *choice.width(row))
+        if not self.residual:  # a plain chain (VGG)
+            return out
         skip = x if self.shortcut is None else self.shortcut(x, *choice.width(self.rows[-1]))
         return F.relu(add_padded(out, skip))
 
@@ -168,6 +180,8 @@ class Supernet(nn.Module):
         for s, stage in enumerate(space.stages):
             mask[s, : len(stage.depth_choices)] = True
         self.register_buffer("depth_mask", mask, persistent=False)
+        stages = [s for s, stage in enumerate(space.stages) if space.searchable_stage(stage)]
+        self.register_buffer("searched_stages", torch.tensor(stages, dtype=torch.long), False)
 
         stem = space.stem
         self.stem = SearchConv(
@@ -181,7 +195,11 @@ class Supernet(nn.Module):
             for block in stage.blocks:
                 convs_, prev = [], in_width
                 for c in block.convs:
-                    convs_.append(SearchConv(prev, c.candidates, c.kernel, c.stride, c.relu))
+                    convs_.append(
+                        SearchConv(
+                            prev, c.candidates, c.kernel, c.stride, c.relu, max_pool=c.max_pool
+                        )
+                    )
                     prev = c.channels
                 shortcut = None
                 if block.projection and space.downsample == "strided":
@@ -190,7 +208,8 @@ class Supernet(nn.Module):
                     shortcut = SearchConv(
                         in_width, block.last.candidates, 1, 1, False, pool=block.stride
                     )
-                blocks.append(SearchBlock(convs_, [rows[c.name] for c in block.convs], shortcut))
+                rows_ = [rows[c.name] for c in block.convs]
+                blocks.append(SearchBlock(convs_, rows_, shortcut, block.residual))
                 in_width = block.last.channels
             self.stages.append(blocks)
         self.head = nn.Linear(space.head_in, space.num_classes)
@@ -246,8 +265,14 @@ class Supernet(nn.Module):
         their mean entropy in nats. Plain softmax, no Gumbel noise."""
         out = {}
         with torch.no_grad():
-            width = self.width_probs()[self.searched_rows]  # fixed convs have nothing to settle
-            for kind, probs in (("width", width), ("depth", self.depth_probs())):
+            # fixed convs and stages (one candidate) have nothing to settle
+            width = self.width_probs()[self.searched_rows]
+            depth = self.depth_probs()[self.searched_stages]
+            for kind, probs in (("width", width), ("depth", depth)):
+                if probs.numel() == 0:  # nothing of this kind is searched (VGG depth)
+                    out.update({f"{kind}_maxprob": 1.0, f"{kind}_maxprob_min": 1.0})
+                    out[f"{kind}_entropy"] = 0.0
+                    continue
                 top = probs.max(-1).values
                 entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
                 out[f"{kind}_maxprob"] = float(top.mean())

@@ -1,6 +1,7 @@
 """torchvision's ResNets as search spaces: exact MACs, exact outputs from the user's weights,
 the supernet, the cost model and found.json on them."""
 
+import json
 import random
 
 import pytest
@@ -198,3 +199,62 @@ def test_torchvision_checkpoint_of_another_depth_is_one_line(tmp_path):
     result = run_script("train_search.py", *args, f"--out={tmp_path / 'x'}")
     assert_user_error(result, "tensors missing")
     assert not (tmp_path / "x" / "found.json").exists()
+
+
+# ---------------------------------------------------------------- the CIFAR VGGs
+# Network Slimming's VGG-19 on CIFAR: 20.04M parameters and 7.97E8 FLOPs (= 2 x MACs)
+VGG_MACS = {11: 152_769_536, 13: 228_267_008, 16: 313_201_664, 19: 398_136_320}
+
+
+@pytest.mark.parametrize("depth", sorted(VGG_MACS))
+def test_cifar_vgg_counts(depth):
+    space = SearchSpace.cifar_vgg(depth)
+    arch = Arch.full(space)
+    model = tas.build_model(arch)
+    assert arch.macs == VGG_MACS[depth] == flop_counter_macs(model, 32)
+    assert arch.params == sum(p.numel() for p in model.parameters())
+    assert len(space.convs()) == depth - 3  # all but the three linear layers of ImageNet VGG
+    assert all(space.searchable(c) for c in space.convs())
+    assert all(len(s.depth_choices) == 1 for s in space.stages)
+    if depth == 19:
+        assert arch.params == 20_035_018
+
+
+@pytest.mark.parametrize("depth", [11, 16])
+def test_cifar_vgg_supernet_cost_is_exact(depth):
+    net = tas.Supernet(SearchSpace.cifar_vgg(depth))
+    rng = random.Random(depth)
+    for _ in range(3):
+        arch = peak(net, rng)
+        assert net.expected_macs().item() == pytest.approx(arch.macs, rel=1e-9)
+        assert net.argmax_macs().item() == arch.macs == tas.count_macs(tas.build_model(arch))
+    out = net(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    stats = net.distribution_stats()
+    assert stats["depth_maxprob_min"] == 1.0  # no depth to settle
+
+
+def test_cifar_vgg_inherits_any_filters():
+    """A plain chain may keep any filters: keeping them all, permuted, is the same function
+    (each conv reads the channels its producer kept, in that order)."""
+    space = SearchSpace.cifar_vgg(11)
+    full_arch = Arch.full(space)
+    torch.manual_seed(0)
+    full = tas.build_model(full_arch)
+    for m in full.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    gen = torch.Generator().manual_seed(1)
+    keep = {c.name: torch.randperm(c.channels, generator=gen) for c in space.convs()}
+    model = tas.build_model(full_arch, init_from=full, keep=keep)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), full.eval()(x), atol=1e-5)
+
+
+def test_cifar_vgg_found_json_round_trip(tmp_path):
+    arch = Arch.random(SearchSpace.cifar_vgg(16, num_classes=100), random.Random(0))
+    arch.save(tmp_path / "found.json")
+    assert Arch.load(tmp_path / "found.json") == arch
+    assert json.loads((tmp_path / "found.json").read_text())["block"] == "plain"
