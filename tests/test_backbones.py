@@ -258,3 +258,33 @@ def test_cifar_vgg_found_json_round_trip(tmp_path):
     arch.save(tmp_path / "found.json")
     assert Arch.load(tmp_path / "found.json") == arch
     assert json.loads((tmp_path / "found.json").read_text())["block"] == "plain"
+
+
+def test_cifar_vgg_from_the_command_line(tmp_path):
+    """Train the full VGG-11, search it from its weights, prune it with L1-norm, distil the
+    found network: the four commands on --model.backbone cifar_vgg."""
+    from tests.cli_helpers import run_script
+    from tests.test_cli_errors import TINY
+
+    net = ["--model.backbone=cifar_vgg", "--model.depth=11"]
+    teacher = tmp_path / "teacher"
+    result = run_script("train.py", *TINY, *net, f"--out={teacher}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = teacher / "checkpoints" / "last.ckpt"
+    search = tmp_path / "search"
+    result = run_script(
+        "train_search.py", *TINY, *net, "--model.ratio=0.5", f"--teacher={ckpt}", f"--out={search}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = Arch.load(search / "found.json")
+    assert found.space == SearchSpace.cifar_vgg(11)
+    pruned = tmp_path / "l1.json"
+    result = run_script(
+        "prune.py", "--method=l1_norm", f"--teacher={ckpt}", "--ratio=0.5", f"--out={pruned}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "distill"
+    result = run_script(
+        "distill.py", *TINY, f"--arch={search / 'found.json'}", f"--teacher={ckpt}", f"--out={out}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
