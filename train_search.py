@@ -44,34 +44,24 @@ def finish(cli: SearchCLI, seconds: float) -> None:
         **describe_arch(arch),
         "target_macs": int(module.target_macs),
         "band_macs": [int(module.target_macs - module.tolerance_macs), int(module.target_macs)],
-        "in_band": row["in_band"],
-        **({"latency_ms": row["latency_ms"]} if "latency_ms" in row else {}),
+        "in_band": row.in_band,
+        **({"latency_ms": row.latency_ms} if row.latency_ms is not None else {}),
         "selected": arch.search["selected"],
-        "val_acc": row["val_acc"],
-        "last_epoch_macs": last["macs"],
+        "val_acc": row.val_acc,
+        "last_epoch_macs": last.macs,
         "epochs": len(module.history),
         "warm_start": module.warm_start,
-        "settling": {
-            k: last[k]
-            for k in (
-                "width_maxprob",
-                "width_maxprob_min",
-                "depth_maxprob",
-                "depth_maxprob_min",
-                "argmax_changes",
-            )
-        }
-        | {"unchanged_epochs": module.settled_epochs()},
+        "settling": last.settling() | {"unchanged_epochs": module.settled_epochs()},
         "wall_time_s": round(seconds, 1),
     }
     cli.write_json("search_summary.json", summary)
-    band = "inside" if row["in_band"] else "OUTSIDE"
-    chosen = f"{summary['selected']} epoch {row['epoch']}, arch-half accuracy {100 * row['val_acc']:.2f}%"
+    band = "inside" if row.in_band else "OUTSIDE"
+    chosen = f"{summary['selected']} epoch {row.epoch}, arch-half accuracy {100 * row.val_acc:.2f}%"
     print(f"\nfound.json: {path}\n  {arch.summary()}")
-    if "latency_ms" in row:
+    if row.latency_ms is not None:
         budget = module.budget
         print(
-            f"  predicted latency {row['latency_ms']:.3f} ms, target {budget.target:.3f} ms, band "
+            f"  predicted latency {row.latency_ms:.3f} ms, target {budget.target:.3f} ms, band "
             f"[{budget.target - budget.tolerance:.3f}, {budget.target:.3f}] ms: {band} ({chosen}; "
             f"table {module.hparams.latency_table})"
         )
@@ -87,7 +77,7 @@ def finish(cli: SearchCLI, seconds: float) -> None:
         f"{settle['depth_maxprob_min']:.3f} (min); argmax unchanged for the last "
         f"{settle['unchanged_epochs']} epoch(s)"
     )
-    if not row["in_band"]:
+    if not row.in_band:
         print(
             "  no epoch's architecture landed inside the band: search longer, or check --model.ratio"
         )

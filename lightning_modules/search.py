@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,41 @@ from lightning_modules.teacher import TeacherError, load_full_state
 from tas.arch import check_ratio
 from tas.search import search_step, weight_step
 from tas.supernet import batch_statistics
+
+
+@dataclass
+class EpochRecord:
+    """Where the search stood at the end of one epoch: its argmax network and how settled the
+    distributions were. Kept in the checkpoint (as a dict) and read by found.json's selection,
+    search_summary.json and the settling report."""
+
+    epoch: int
+    val_acc: float  # the argmax network on the arch half (shared weights, batch statistics)
+    macs: int  # the argmax network's
+    expected_macs: float  # E[MACs] under the plain softmax distributions
+    in_band: bool  # the argmax network inside the budget's band
+    tau: float
+    argmax_changes: int  # convs and stages whose argmax moved since the last epoch
+    width_maxprob: float
+    width_maxprob_min: float
+    width_entropy: float
+    depth_maxprob: float
+    depth_maxprob_min: float
+    depth_entropy: float
+    picks: list[list[int]]  # [argmax candidate of every conv, of every stage]
+    arch: dict[str, Any]  # the argmax network as found.json holds it
+    latency_ms: float | None = None  # its predicted latency, under a latency budget
+
+    SETTLING = (
+        "width_maxprob",
+        "width_maxprob_min",
+        "depth_maxprob",
+        "depth_maxprob_min",
+        "argmax_changes",
+    )
+
+    def settling(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in self.SETTLING}
 
 
 class SearchModule(pl.LightningModule):
@@ -150,7 +186,7 @@ class SearchModule(pl.LightningModule):
                 f"in the search space has {smallest / 1e6:.2f}M ({smallest / self.full_macs:.3f})"
             )
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.history: list[dict[str, Any]] = []  # one row per epoch: arch, MACs, val acc
+        self.history: list[EpochRecord] = []
         self.best: dict[str, Any] | None = None  # the best in-band row so far
         self._start_picks: list[list[int]] | None = None  # argmax before the first epoch
 
@@ -252,28 +288,28 @@ class SearchModule(pl.LightningModule):
         arch = self.net.derive()
         low = self.budget.target - self.budget.tolerance
         widths, depths = self.net.argmax_indices()
-        before = self.history[-1]["picks"] if self.history else self._start_picks
+        before = self.history[-1].picks if self.history else self._start_picks
         width_changes = depth_changes = 0
         if before is not None:
             width_changes = sum(a != b for a, b in zip(widths, before[0]))
             depth_changes = sum(a != b for a, b in zip(depths, before[1]))
         stats = self.net.distribution_stats()
         expected = float(self.net.expected_macs())
-        row = {
-            "epoch": self.current_epoch,
-            "val_acc": acc,
-            "macs": arch.macs,
-            "expected_macs": expected,
-            "in_band": low <= self.budget.of(arch) <= self.budget.target,
-            "tau": self.net.tau,
-            "argmax_changes": width_changes + depth_changes,
-            **({"latency_ms": self.budget.of(arch)} if self.budget.unit == "ms" else {}),
+        row = EpochRecord(
+            epoch=self.current_epoch,
+            val_acc=acc,
+            macs=arch.macs,
+            expected_macs=expected,
+            in_band=low <= self.budget.of(arch) <= self.budget.target,
+            tau=self.net.tau,
+            argmax_changes=width_changes + depth_changes,
+            latency_ms=self.budget.of(arch) if self.budget.unit == "ms" else None,
+            picks=[widths, depths],
+            arch=arch.to_dict(),
             **stats,
-            "picks": [widths, depths],
-            "arch": arch.to_dict(),
-        }
+        )
         self.history.append(row)
-        if row["in_band"] and (self.best is None or acc >= self.best["val_acc"]):
+        if row.in_band and (self.best is None or acc >= self.best.val_acc):
             self.best = row
         arch_logits = torch.cat([p.detach().flatten() for p in self.net.arch_parameters()])
         if not same_on_all_ranks(arch_logits):
@@ -284,8 +320,8 @@ class SearchModule(pl.LightningModule):
             {
                 "search/derived_macs": float(arch.macs),
                 "search/epoch_expected_macs": expected,
-                "search/in_band": float(row["in_band"]),
-                "search/argmax_changes": float(row["argmax_changes"]),
+                "search/in_band": float(row.in_band),
+                "search/argmax_changes": float(row.argmax_changes),
                 "search/width_argmax_changes": float(width_changes),
                 "search/depth_argmax_changes": float(depth_changes),
                 **{f"search/{k}": v for k, v in stats.items()},
@@ -298,36 +334,36 @@ class SearchModule(pl.LightningModule):
         """How many of the last epochs ended on the same argmax network as the last one."""
         if not self.history:
             return 0
-        last, count = self.history[-1]["picks"], 0
+        last, count = self.history[-1].picks, 0
         for row in reversed(self.history):
-            if row.get("picks") != last:
+            if row.picks != last:
                 break
             count += 1
         return count
 
     # ------------------------------------------------------------ results
-    def chosen(self) -> tuple[tas.Arch, dict[str, Any]]:
-        """The architecture for found.json and the epoch row it came from."""
+    def chosen(self) -> tuple[tas.Arch, EpochRecord]:
+        """The architecture for found.json and the epoch it came from."""
         if not self.history:
             raise RuntimeError("no epoch has finished: nothing to derive")
         selected = "best" if self.hparams.select == "best" and self.best is not None else "last"
         row = self.best if selected == "best" else self.history[-1]
-        arch = tas.Arch.from_dict(row["arch"])
+        arch = tas.Arch.from_dict(row.arch)
         arch.search.update(self.search_record(row, selected))
         return arch, row
 
-    def search_record(self, row: dict[str, Any], selected: str) -> dict[str, Any]:
+    def search_record(self, row: EpochRecord, selected: str) -> dict[str, Any]:
         hp = self.hparams
         return {
             "method": "tas",
             "ratio": hp.ratio,
             "target_macs": int(self.target_macs),
             "tolerance_macs": int(self.tolerance_macs),
-            "in_band": row["in_band"],
+            "in_band": row.in_band,
             "selected": selected,
-            "epoch": row["epoch"],
+            "epoch": row.epoch,
             "epochs": self.trainer.max_epochs if self._trainer is not None else None,
-            "val_acc": row["val_acc"],
+            "val_acc": row.val_acc,
             "warm_start": self.warm_start,
             **(
                 {
@@ -336,7 +372,7 @@ class SearchModule(pl.LightningModule):
                         "latency_table": hp.latency_table,
                         "target_ms": self.budget.target,
                         "tolerance_ms": self.budget.tolerance,
-                        "predicted_ms": row["latency_ms"],
+                        "predicted_ms": row.latency_ms,
                         "table": self.budget.table.meta,
                     }
                 }
@@ -361,12 +397,16 @@ class SearchModule(pl.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["tas_search"] = {"history": self.history, "best": self.best}
+        checkpoint["tas_search"] = {
+            "history": [asdict(r) for r in self.history],
+            "best": None if self.best is None else asdict(self.best),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("tas_search", {})
-        self.history = state.get("history", [])
-        self.best = state.get("best")
+        self.history = [EpochRecord(**r) for r in state.get("history", [])]
+        best = state.get("best")
+        self.best = None if best is None else EpochRecord(**best)
 
 
 def smallest_arch(space: tas.SearchSpace) -> tas.Arch:
