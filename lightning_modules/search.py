@@ -11,6 +11,7 @@ one and the best one inside the MACs band [target - tolerance, target].
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -85,6 +86,10 @@ class SearchModule(pl.LightningModule):
         tau_schedule / tau_start / tau_end: Gumbel temperature per epoch ("cosine" or "linear").
         lr, momentum, nesterov, weight_decay: SGD for the weights (cosine to 0 over the run).
         arch_lr, arch_beta1, arch_beta2, arch_weight_decay: Adam for the architecture logits.
+        arch_lr_schedule: "constant" (the paper's) or "cosine": the architecture learning rate
+            follows a cosine from ``arch_lr`` to 0 over the search's steps (after any weight
+            warm-up), so the logits' noisy walk dies down and the argmax network stays put at
+            the end (docs/search_settling.md).
         select: which architecture found.json holds: "best" (best validation accuracy inside the
             MACs band; the last one when no epoch was inside) or "last" (the authors' choice).
         channels_last: run convs in the channels-last memory layout (faster on CPU and GPU).
@@ -129,6 +134,7 @@ class SearchModule(pl.LightningModule):
         arch_beta1: float = 0.5,
         arch_beta2: float = 0.999,
         arch_weight_decay: float = 1e-3,
+        arch_lr_schedule: str = "constant",
         select: str = "best",
         channels_last: bool = False,
         width_multiple: int = 1,
@@ -145,6 +151,10 @@ class SearchModule(pl.LightningModule):
             raise ValueError(f"select must be 'best' or 'last', got {select!r}")
         if tolerance < 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+        if arch_lr_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"arch_lr_schedule must be 'constant' or 'cosine', got {arch_lr_schedule!r}"
+            )
         if weight_warmup_epochs < 0:
             raise ValueError(f"weight_warmup_epochs must be >= 0, got {weight_warmup_epochs}")
         self.save_hyperparameters()
@@ -200,7 +210,20 @@ class SearchModule(pl.LightningModule):
             betas=(hp.arch_beta1, hp.arch_beta2),
             weight_decay=hp.arch_weight_decay,
         )
-        return [weights, arch], [{"scheduler": cosine, "interval": "step"}]
+        schedulers = [{"scheduler": cosine, "interval": "step"}]
+        if hp.arch_lr_schedule == "cosine":
+            epochs = self.trainer.max_epochs
+            search = (epochs - hp.weight_warmup_epochs) / epochs if epochs else 1.0
+            steps = max(1, round(self.trainer.estimated_stepping_batches * search))
+            arch_cosine = torch.optim.lr_scheduler.LambdaLR(
+                arch, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+            )
+            schedulers.append({"scheduler": arch_cosine, "interval": "step"})
+        return [weights, arch], schedulers
+
+    def _schedulers(self) -> list:
+        schedulers = self.lr_schedulers()
+        return schedulers if isinstance(schedulers, list) else [schedulers]
 
     def on_fit_start(self) -> None:
         self._start_picks = [list(p) for p in self.net.argmax_indices()]
@@ -242,7 +265,7 @@ class SearchModule(pl.LightningModule):
                 self.net, w_opt, (self._inputs(xw), yw), self.manual_backward, average_gradients
             )
             check_finite(ce, "the weight step's loss", self.current_epoch, batch_idx)
-            self.lr_schedulers().step()
+            self._schedulers()[0].step()  # the logits' schedule starts with the search
             self.log("train/ce", ce, prog_bar=True)
             self.log_dict({"search/tau": self.net.tau, "lr": w_opt.param_groups[0]["lr"]})
             return
@@ -260,7 +283,8 @@ class SearchModule(pl.LightningModule):
         )
         check_finite(losses.ce, "the weight step's loss", self.current_epoch, batch_idx)
         check_finite(losses.arch_ce, "the architecture step's loss", self.current_epoch, batch_idx)
-        self.lr_schedulers().step()
+        for scheduler in self._schedulers():  # the weights' and, if any, the logits'
+            scheduler.step()
         self.log_dict({"train/ce": losses.ce, "search/arch_ce": losses.arch_ce}, prog_bar=True)
         self.log_dict(
             {
@@ -390,6 +414,7 @@ class SearchModule(pl.LightningModule):
                     "lr",
                     "arch_lr",
                     "arch_weight_decay",
+                    "arch_lr_schedule",
                     "weight_warmup_epochs",
                     "cost",
                 )
