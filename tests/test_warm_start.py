@@ -224,3 +224,40 @@ def test_teacher_of_another_network_is_one_line(tmp_path, teacher):
         )
         assert_user_error(result, *needles)
         assert not (out / "found.json").exists()
+
+
+def test_arch_lr_cosine_schedule_ends_at_zero_and_waits_for_the_warmup():
+    import pytorch_lightning as pl
+
+    from lightning_modules.data import CIFARDataModule
+    from lightning_modules.search import SearchModule
+
+    def fit(schedule: str, warmup: int) -> list[float]:
+        pl.seed_everything(0)
+        module = SearchModule(
+            depth=8, ratio=0.5, arch_lr=0.05, arch_lr_schedule=schedule,
+            weight_warmup_epochs=warmup,
+        )  # fmt: skip
+        data = CIFARDataModule(
+            name="synthetic", batch_size=32, search_split=True, synthetic_train_size=128
+        )
+        lrs: list[float] = []
+
+        class Record(pl.Callback):
+            def on_train_epoch_end(self, trainer, pl_module):
+                lrs.append(pl_module.optimizers()[1].param_groups[0]["lr"])
+
+        pl.Trainer(
+            max_epochs=3, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[Record()],
+        ).fit(module, datamodule=data)  # fmt: skip
+        return lrs
+
+    assert fit("constant", 0) == [0.05] * 3
+    cosine = fit("cosine", 0)
+    assert cosine[0] < 0.05 and cosine[1] < cosine[0] and cosine[2] == pytest.approx(0, abs=1e-12)
+    warm = fit("cosine", 1)  # two search epochs after one of weights alone
+    assert warm[0] == 0.05 and warm[1] == pytest.approx(0.025) and warm[2] == pytest.approx(0)
+    with pytest.raises(ValueError, match="arch_lr_schedule"):
+        SearchModule(depth=8, arch_lr_schedule="step")
