@@ -9,29 +9,71 @@ Writes a found.json (same format as train_search.py's) whose ``search.keep`` lis
 conv, the filters of the full network it keeps. Train it from scratch (train.py/distill.py
 --arch FOUND) or fine-tune it with inherited weights (train.py --arch FOUND --init inherit
 --init_from CKPT). Methods: see tas/baselines.py.
+
+``--method magnitude --sparsity 0.9 [--scope global]`` prunes weights instead (Han et al.
+2015, tas/sparsity.py): found.json is the full network and ``NAME.masks.pt`` beside it holds
+the masks, which train.py and distill.py keep applied (pruned weights stay exactly zero).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+import torch
 
 from lightning_modules.teacher import TeacherError, load_teacher
-from tas.arch import ArchFormatError, check_ratio
+from tas.arch import Arch, ArchFormatError, check_ratio
 from tas.baselines import l1_norm_prune, slimming_prune
+from tas.sparsity import (
+    SCOPES,
+    apply_masks,
+    magnitude_masks,
+    save_masks,
+    sparsity_of,
+    storage_bytes,
+)
 
 METHODS = {"l1_norm": l1_norm_prune, "slimming": slimming_prune}
+WEIGHT_METHODS = ("magnitude",)  # weight-level: the network keeps its shape, a mask file goes along
+
+
+def magnitude(model: torch.nn.Module, full: Arch, args: argparse.Namespace) -> Arch:
+    """Magnitude masks of the full network: its found.json (the full shape) and, beside it,
+    ``NAME.masks.pt``, named in found.json's ``search.masks``."""
+    masks = magnitude_masks(model, args.sparsity, args.scope)
+    out = Path(args.out)
+    mask_file = out.with_name(f"{out.stem}.masks.pt")
+    meta = {"method": "magnitude", "sparsity": args.sparsity, "scope": args.scope}
+    save_masks(mask_file, masks, meta)
+    apply_masks(model, masks)
+    size = storage_bytes(model)
+    print(
+        f"{mask_file}: {100 * sparsity_of(model):.1f}% of conv and linear weights zeroed; the "
+        f"weights take {size['dense'] / 1e6:.2f} MB dense, "
+        f"{size['values_and_bitmask'] / 1e6:.2f} MB as nonzero values + a bitmask"
+    )
+    arch = Arch(full.space, full.blocks, dict(full.widths))
+    arch.search.update({**meta, "masks": mask_file.name, "storage_bytes": size})
+    return arch
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prune.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--method", choices=sorted(METHODS), required=True)
+    parser.add_argument("--method", choices=sorted((*METHODS, *WEIGHT_METHODS)), required=True)
     parser.add_argument(
         "--teacher",
         required=True,
         help="train.py checkpoint of the full network, or a torchvision ResNet checkpoint",
     )
-    parser.add_argument("--ratio", type=float, required=True, help="target MACs / full MACs")
+    parser.add_argument("--ratio", type=float, help="target MACs / full MACs (filter methods)")
+    parser.add_argument(
+        "--sparsity", type=float, help="magnitude: fraction of conv and linear weights zeroed"
+    )
+    parser.add_argument(
+        "--scope", choices=SCOPES, default="layer", help="magnitude: per layer or one threshold"
+    )
     parser.add_argument("--out", default="found.json", help="found.json to write")
     parser.add_argument(
         "--input_size",
@@ -41,15 +83,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        check_ratio(args.ratio)
+        if args.method in WEIGHT_METHODS:
+            if args.sparsity is None:
+                raise ValueError(f"--method {args.method} needs --sparsity S in [0, 1)")
+        else:
+            check_ratio(args.ratio)
         model, arch = load_teacher(args.teacher, args.input_size)
         if (
             arch.widths != type(arch).full(arch.space).widths
             or arch.blocks != arch.space.max_blocks
         ):
             raise TeacherError(f"{args.teacher} is a pruned network; prune the full one")
-        pruned, keep = METHODS[args.method](model, args.ratio)
-        pruned.search["keep"] = {name: idx.tolist() for name, idx in keep.items()}
+        if args.method in WEIGHT_METHODS:
+            pruned = magnitude(model, arch, args)
+        else:
+            pruned, keep = METHODS[args.method](model, args.ratio)
+            pruned.search["keep"] = {name: idx.tolist() for name, idx in keep.items()}
         pruned.search["pruned_from"] = args.teacher
         pruned.save(args.out)
     except (ValueError, TeacherError, ArchFormatError, OSError) as err:

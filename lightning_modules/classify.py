@@ -8,6 +8,7 @@ the found.json it came from.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -21,6 +22,7 @@ from lightning_modules.archs import resolve_arch
 from lightning_modules.errors import check_finite
 from lightning_modules.optim import sgd_with_cosine
 from lightning_modules.teacher import TeacherError, load_teacher
+from tas.sparsity import apply_masks, load_masks
 
 
 class ClassifyModule(pl.LightningModule):
@@ -77,6 +79,12 @@ class ClassifyModule(pl.LightningModule):
         self.hparams["arch_record"] = resolved.to_dict()
         self.arch = resolved
         self.model = self._build(resolved, init, init_from, arch_record is not None)
+        # weight masks (prune.py --method magnitude): kept applied after every step; a
+        # checkpoint carries them, a found.json names their file
+        self.masks: dict[str, torch.Tensor] | None = None
+        if resolved.search.get("masks") and arch_record is None:
+            self.masks = load_masks(Path(arch).parent / resolved.search["masks"], self.model)
+            apply_masks(self.model, self.masks)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.teacher_arch: tas.Arch | None = None
@@ -189,9 +197,16 @@ class ClassifyModule(pl.LightningModule):
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
 
     # ------------------------------------------------------------ checkpoints
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.masks is not None:  # the step moved no pruned weight off zero, but make sure
+            apply_masks(self.model, self.masks)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tas_arch"] = self.arch.to_dict()
         checkpoint["tas_teacher_test_acc"] = self.teacher_test_acc
+        if self.masks is not None:
+            checkpoint["tas_masks"] = self.masks
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.teacher_test_acc = checkpoint.get("tas_teacher_test_acc")
+        self.masks = checkpoint.get("tas_masks", self.masks)

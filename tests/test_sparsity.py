@@ -1,0 +1,119 @@
+"""Weight-level magnitude pruning: exact sparsity per layer and globally, masks that stay
+applied through training, the masks file and its checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tas
+from lightning_modules.teacher import load_teacher
+from tas.sparsity import (
+    apply_masks,
+    load_masks,
+    magnitude_masks,
+    prunable_weights,
+    save_masks,
+    sparsity_of,
+    storage_bytes,
+)
+from tests.cli_helpers import run_script
+from tests.test_cli_errors import TINY, assert_user_error
+
+
+def network(depth: int = 20) -> torch.nn.Module:
+    torch.manual_seed(depth)
+    return tas.build_model(tas.Arch.full(tas.SearchSpace.cifar_resnet(depth)))
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9])
+def test_layer_scope_prunes_each_layer_exactly(sparsity):
+    model = network()
+    masks = magnitude_masks(model, sparsity, "layer")
+    assert set(masks) == set(prunable_weights(model))  # every conv and the linear head
+    for name, w in prunable_weights(model).items():
+        mask = masks[name]
+        assert int((~mask).sum()) == round(sparsity * w.numel())
+        if sparsity > 0:  # what is kept is the largest in magnitude
+            assert w.abs()[mask].min() >= w.abs()[~mask].max()
+
+
+def test_global_scope_has_one_threshold():
+    model = network()
+    masks = magnitude_masks(model, 0.8, "global")
+    weights = prunable_weights(model)
+    kept = torch.cat([weights[k].detach().abs()[m] for k, m in masks.items()])
+    pruned = torch.cat([weights[k].detach().abs()[~m] for k, m in masks.items()])
+    total = sum(w.numel() for w in weights.values())
+    assert len(pruned) == round(0.8 * total)
+    assert kept.min() >= pruned.max()
+    per_layer = [float((~m).float().mean()) for m in masks.values()]
+    assert max(per_layer) - min(per_layer) > 0.1  # layers end at different sparsities
+    apply_masks(model, masks)
+    assert sparsity_of(model) == pytest.approx(0.8, abs=1e-6)
+    size = storage_bytes(model)
+    assert size["values_and_bitmask"] < 0.25 * size["dense"]  # 0.2 x 4 + 1/8 of 4 bytes
+
+
+def test_masks_file_round_trip_and_checks(tmp_path):
+    model = network()
+    masks = magnitude_masks(model, 0.5)
+    save_masks(tmp_path / "m.pt", masks, {"sparsity": 0.5})
+    back = load_masks(tmp_path / "m.pt", model)
+    assert all(torch.equal(back[k], masks[k]) for k in masks)
+    with pytest.raises(ValueError, match="the network's weight is"):
+        load_masks(tmp_path / "m.pt", _other())
+    with pytest.raises(ValueError, match="no such file"):
+        load_masks(tmp_path / "none.pt", model)
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_masks(tmp_path / "bad.pt", model)
+    with pytest.raises(ValueError, match="sparsity must be"):
+        magnitude_masks(model, 1.0)
+
+
+def _other() -> torch.nn.Module:
+    """A network whose weights have the same names as ResNet-20's but other shapes."""
+    space = tas.SearchSpace.cifar_resnet(20)
+    arch = tas.Arch(space, space.max_blocks, {c.name: c.channels // 2 for c in space.convs()})
+    return tas.build_model(arch)
+
+
+def test_magnitude_prune_then_fine_tune_keeps_the_zeros(tmp_path, teacher):
+    found = tmp_path / "found.json"
+    result = run_script(
+        "prune.py", "--method=magnitude", f"--teacher={teacher}", "--sparsity=0.9",
+        "--scope=global", f"--out={found}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "90.0% of conv and linear weights zeroed" in result.stdout
+    search = json.loads(found.read_text())["search"]
+    assert search["masks"] == "found.masks.pt" and (tmp_path / "found.masks.pt").exists()
+    out = tmp_path / "fine_tune"
+    result = run_script(
+        "train.py", *TINY, f"--arch={found}", "--init=inherit", f"--init_from={teacher}",
+        "--model.lr=0.05", f"--out={out}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    model, _ = load_teacher(out / "checkpoints" / "last.ckpt")
+    masks = load_masks(tmp_path / "found.masks.pt", model)
+    weights = prunable_weights(model)
+    assert all(bool((weights[k][~m] == 0).all()) for k, m in masks.items())  # exactly zero
+    assert any(bool((weights[k][m] != 0).any()) for k, m in masks.items())
+
+
+def test_masks_of_another_network_are_one_line(tmp_path, teacher):
+    found = tmp_path / "found.json"
+    result = run_script(
+        "prune.py", "--method=magnitude", f"--teacher={teacher}", "--sparsity=0.5",
+        f"--out={found}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    save_masks(tmp_path / "found.masks.pt", magnitude_masks(_other(), 0.5), {})
+    result = run_script("train.py", *TINY, f"--arch={found}", f"--out={tmp_path / 'run'}")
+    assert_user_error(result, "weight masks", "found.masks.pt")
+    assert not (tmp_path / "run" / "results.json").exists()
+    result = run_script("prune.py", "--method=magnitude", f"--teacher={teacher}", "--out=x.json")
+    assert_user_error(result, "needs --sparsity")
