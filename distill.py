@@ -1,6 +1,7 @@
 """Train the found compact network from scratch with Hinton knowledge distillation.
 
     python distill.py --arch runs/search/found.json --teacher runs/teacher/checkpoints/last.ckpt
+    python distill.py ... --model.distill hinton+rkd      # add relational KD (or: rkd alone)
 
 The network is built from found.json with fresh weights; the teacher (a train.py checkpoint of
 the searched network) runs in eval mode without gradients. Every option: python distill.py --help

@@ -22,7 +22,10 @@ from lightning_modules.archs import resolve_arch
 from lightning_modules.errors import check_finite
 from lightning_modules.optim import sgd_with_cosine
 from lightning_modules.teacher import TeacherError, load_teacher
+from tas.kd import rkd_loss
 from tas.sparsity import apply_masks, load_masks
+
+DISTILL = ("hinton", "rkd", "hinton+rkd")
 
 
 class ClassifyModule(pl.LightningModule):
@@ -42,6 +45,10 @@ class ClassifyModule(pl.LightningModule):
             ``search.keep`` (written by prune.py), the first ``width`` of each conv otherwise.
         init_from: a train.py checkpoint of the full network, for ``init: inherit``.
         alpha, temperature: KD loss weight of the teacher term and softmax temperature.
+        distill: with a teacher, "hinton" (softened logits), "rkd" (cross-entropy + relational
+            KD on the penultimate features: distances and angles within the batch, Park et al.
+            2019) or "hinton+rkd" (both).
+        rkd_distance_weight, rkd_angle_weight: RKD's weights (the paper's 25 and 50).
         lr, momentum, nesterov, weight_decay: SGD, cosine to 0 over the run.
         channels_last: run convs in the channels-last memory layout.
         bn_l1: weight of an L1 penalty on every BatchNorm scale (Network Slimming's sparsity
@@ -62,6 +69,9 @@ class ClassifyModule(pl.LightningModule):
         init_from: str | None = None,
         alpha: float = 0.9,
         temperature: float = 4.0,
+        distill: str = "hinton",
+        rkd_distance_weight: float = 25.0,
+        rkd_angle_weight: float = 50.0,
         lr: float = 0.1,
         momentum: float = 0.9,
         nesterov: bool = True,
@@ -71,6 +81,8 @@ class ClassifyModule(pl.LightningModule):
         arch_record: dict | None = None,
     ) -> None:
         super().__init__()
+        if distill not in DISTILL:
+            raise ValueError(f"distill must be one of {', '.join(DISTILL)}, got {distill!r}")
         if arch_record is not None:
             resolved = tas.Arch.from_dict(arch_record)
         else:
@@ -165,15 +177,26 @@ class ClassifyModule(pl.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
-        if self._teacher is not None:
-            with torch.no_grad():
-                teacher_logits = self._teacher(self._inputs(x))
-            loss = tas.kd_loss(
-                logits, teacher_logits, y, self.hparams.alpha, self.hparams.temperature
-            )
-        else:
+        hp = self.hparams
+        if self._teacher is None:
+            logits = self(x)
             loss = F.cross_entropy(logits, y)
+        else:
+            features = self.model.features(self._inputs(x))
+            logits = self.model.head(features)
+            with torch.no_grad():
+                teacher_features = self._teacher.features(self._inputs(x))
+                teacher_logits = self._teacher.head(teacher_features)
+            if "hinton" in hp.distill:
+                loss = tas.kd_loss(logits, teacher_logits, y, hp.alpha, hp.temperature)
+            else:
+                loss = F.cross_entropy(logits, y)
+            if "rkd" in hp.distill:
+                rkd = rkd_loss(
+                    features, teacher_features, hp.rkd_distance_weight, hp.rkd_angle_weight
+                )
+                self.log("train/rkd", rkd)
+                loss = loss + rkd
         if self.hparams.bn_l1:
             scales = [m.weight for m in self.model.modules() if isinstance(m, nn.BatchNorm2d)]
             penalty = torch.stack([w.abs().sum() for w in scales]).sum()

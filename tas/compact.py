@@ -89,9 +89,12 @@ class CompactNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate features: the globally pooled last stage, (B, C_last)."""
+        return self.stages(self.stem_pool(self.stem(x))).mean(dim=(2, 3))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem_pool(self.stem(x)))  # (B, C_last, H', W')
-        return self.head(x.mean(dim=(2, 3)))  # (B, classes)
+        return self.head(self.features(x))  # (B, classes)
 
 
 def build_model(

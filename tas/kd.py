@@ -1,4 +1,5 @@
-"""Hinton knowledge distillation loss."""
+"""Knowledge distillation losses: Hinton's (softened logits) and relational KD (Park et al.
+2019, RKD: the distances and angles between the samples of a batch, on penultimate features)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,47 @@ def kd_loss(
         log_target=True,
     )
     return (1.0 - alpha) * ce + alpha * t * t * kl
+
+
+def _huber(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.smooth_l1_loss(a, b, reduction="mean")
+
+
+def _normalised_distances(f: torch.Tensor) -> torch.Tensor:
+    d = torch.cdist(f, f)  # (B, B) Euclidean
+    off = ~torch.eye(len(f), dtype=torch.bool, device=f.device)
+    return d[off] / d[off].mean().clamp_min(1e-12)
+
+
+def rkd_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """RKD distance loss: Huber between the students' and the teachers' pairwise distances, each
+    divided by its batch's mean distance (so a feature scale does not matter). Features may
+    have different widths. (B, Ds), (B, Dt) -> scalar."""
+    with torch.no_grad():
+        target = _normalised_distances(teacher.float())
+    return _huber(_normalised_distances(student.float()), target)
+
+
+def _angles(f: torch.Tensor) -> torch.Tensor:
+    e = F.normalize(f.unsqueeze(0) - f.unsqueeze(1), dim=2)  # (B, B, D): unit e_ij = f_i - f_j
+    return torch.bmm(e, e.transpose(1, 2)).flatten()  # cos of the angle at every j: (B^3,)
+
+
+def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """RKD angle loss: Huber between the cosines of the angles every triplet of samples forms,
+    student against teacher. (B, Ds), (B, Dt) -> scalar."""
+    with torch.no_grad():
+        target = _angles(teacher.float())
+    return _huber(_angles(student.float()), target)
+
+
+def rkd_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    distance_weight: float = 25.0,
+    angle_weight: float = 50.0,
+) -> torch.Tensor:
+    """The RKD paper's combination: 25 x distance + 50 x angle (Park et al. 2019, CIFAR)."""
+    return distance_weight * rkd_distance(student, teacher) + angle_weight * rkd_angle(
+        student, teacher
+    )

@@ -43,3 +43,39 @@ def test_teacher_gets_no_gradient_and_bad_arguments_raise():
         kd_loss(s, t, torch.zeros(4, dtype=torch.long), alpha=1.5)
     with pytest.raises(ValueError):
         kd_loss(s, t, torch.zeros(4, dtype=torch.long), temperature=0)
+
+
+def test_rkd_losses_are_zero_for_the_teacher_itself_and_scale_free():
+    from tas.kd import rkd_angle, rkd_distance, rkd_loss
+
+    torch.manual_seed(0)
+    f = torch.randn(16, 32)
+    assert rkd_loss(f, f).item() == pytest.approx(0.0, abs=1e-6)
+    # distances are divided by the batch's mean distance; angles ignore scale and shift
+    assert rkd_distance(3.0 * f, f).item() == pytest.approx(0.0, abs=1e-6)
+    assert rkd_angle(2.0 * f + 5.0, f).item() == pytest.approx(0.0, abs=1e-6)
+    # another relation is penalised, whatever the widths; only the student gets a gradient
+    student = torch.randn(16, 8, requires_grad=True)
+    teacher = torch.randn(16, 64, requires_grad=True)
+    loss = rkd_loss(student, teacher)
+    loss.backward()
+    assert loss.item() > 0 and student.grad.abs().sum() > 0 and teacher.grad is None
+
+
+def test_distill_with_rkd_from_the_command_line(tmp_path, teacher):
+    from tests.cli_helpers import run_script
+    from tests.test_cli_errors import TINY, assert_user_error
+
+    for distill in ("rkd", "hinton+rkd"):
+        out = tmp_path / distill
+        result = run_script(
+            "distill.py", *TINY, "--arch=uniform:0.5", "--model.depth=20", f"--teacher={teacher}",
+            f"--model.distill={distill}", f"--out={out}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (out / "results.json").exists()
+    result = run_script(
+        "distill.py", *TINY, "--arch=uniform:0.5", "--model.depth=20", f"--teacher={teacher}",
+        "--model.distill=fitnets", f"--out={tmp_path / 'x'}",
+    )  # fmt: skip
+    assert_user_error(result, "distill must be one of")
