@@ -13,11 +13,14 @@ conv, the filters of the full network it keeps. Train it from scratch (train.py/
 ``--method magnitude --sparsity 0.9 [--scope global]`` prunes weights instead (Han et al.
 2015, tas/sparsity.py): found.json is the full network and ``NAME.masks.pt`` beside it holds
 the masks, which train.py and distill.py keep applied (pruned weights stay exactly zero).
+``--method sensitivity --sensitivity DIR/sensitivity.json --ratio 0.5`` reads per-layer L1
+ratios off sensitivity.py's curves (tas/sensitivity.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,6 +29,7 @@ import torch
 from lightning_modules.teacher import TeacherError, load_teacher
 from tas.arch import Arch, ArchFormatError, check_ratio
 from tas.baselines import l1_norm_prune, slimming_prune
+from tas.sensitivity import prune_by_sensitivity
 from tas.sparsity import (
     SCOPES,
     apply_masks,
@@ -36,7 +40,10 @@ from tas.sparsity import (
 )
 
 METHODS = {"l1_norm": l1_norm_prune, "slimming": slimming_prune}
-WEIGHT_METHODS = ("magnitude",)  # weight-level: the network keeps its shape, a mask file goes along
+WEIGHT_METHODS = ("magnitude",)
+CURVE_METHODS = (
+    "sensitivity",
+)  # per-layer ratios read off sensitivity.py's curves  # weight-level: the network keeps its shape, a mask file goes along
 
 
 def magnitude(model: torch.nn.Module, full: Arch, args: argparse.Namespace) -> Arch:
@@ -59,9 +66,26 @@ def magnitude(model: torch.nn.Module, full: Arch, args: argparse.Namespace) -> A
     return arch
 
 
+def read_json(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not readable JSON ({err})") from None
+    if not isinstance(data, dict) or not {"baseline", "ratios", "curves"} <= set(data):
+        raise ValueError(f"{path}: not a sensitivity.json written by sensitivity.py")
+    return data
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prune.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--method", choices=sorted((*METHODS, *WEIGHT_METHODS)), required=True)
+    parser.add_argument(
+        "--method", choices=sorted((*METHODS, *WEIGHT_METHODS, *CURVE_METHODS)), required=True
+    )
+    parser.add_argument(
+        "--sensitivity", help="sensitivity: the sensitivity.json sensitivity.py wrote"
+    )
     parser.add_argument(
         "--teacher",
         required=True,
@@ -96,6 +120,12 @@ def main(argv: list[str] | None = None) -> None:
             raise TeacherError(f"{args.teacher} is a pruned network; prune the full one")
         if args.method in WEIGHT_METHODS:
             pruned = magnitude(model, arch, args)
+        elif args.method in CURVE_METHODS:
+            if not args.sensitivity:
+                raise ValueError("--method sensitivity needs --sensitivity DIR/sensitivity.json")
+            pruned, keep = prune_by_sensitivity(model, read_json(args.sensitivity), args.ratio)
+            pruned.search["keep"] = {name: idx.tolist() for name, idx in keep.items()}
+            pruned.search["sensitivity"] = args.sensitivity
         else:
             pruned, keep = METHODS[args.method](model, args.ratio)
             pruned.search["keep"] = {name: idx.tolist() for name, idx in keep.items()}
