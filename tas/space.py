@@ -14,6 +14,7 @@ blocks from 0, as in most CIFAR ResNet code).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Width ratios r in {0.3, 0.4, ..., 1.0}, as tenths so floor(C * r) is exact integer arithmetic.
@@ -177,36 +178,13 @@ class SearchSpace:
                 f"got {depth}"
             )
 
-        def conv(name: str, channels: int, kernel: int, stride: int, relu: bool) -> ConvSpec:
+        def conv(name: str, channels: int, kernel: int, stride: int, relu: bool, last: bool):
             candidates = width_candidates(channels, width_tenths, width_multiple)
             return ConvSpec(name, channels, candidates, kernel, stride, relu)
 
-        stem = conv("stem", 16, 3, 1, True)
-        in_width = 16
-        stages = []
-        for s, mid in enumerate((16, 32, 64)):
-            blocks = []
-            for b in range(n):
-                stride = 2 if (s > 0 and b == 0) else 1
-                prefix = f"stage{s + 1}.block{b}"
-                if kind == "basic":
-                    out = mid
-                    convs = (
-                        conv(f"{prefix}.conv_a", mid, 3, stride, True),
-                        conv(f"{prefix}.conv_b", mid, 3, 1, False),
-                    )
-                else:
-                    out = 4 * mid
-                    convs = (
-                        conv(f"{prefix}.conv_a", mid, 1, 1, True),
-                        conv(f"{prefix}.conv_b", mid, 3, stride, True),
-                        conv(f"{prefix}.conv_c", out, 1, 1, False),
-                    )
-                projection = stride != 1 or in_width != out
-                blocks.append(BlockSpec(prefix, convs, stride, projection))
-                in_width = out
-            stages.append(StageSpec(f"stage{s + 1}", tuple(blocks), depth_candidates(n)))
-        return SearchSpace("cifar_resnet", depth, num_classes, 32, 3, stem, tuple(stages), shortcut)
+        stem = conv("stem", 16, 3, 1, True, False)
+        stages = _resnet_stages(kind, (16, 32, 64), (n, n, n), 16, conv)
+        return SearchSpace("cifar_resnet", depth, num_classes, 32, 3, stem, stages, shortcut)
 
     @staticmethod
     def imagenet_resnet(
@@ -235,36 +213,16 @@ class SearchSpace:
             raise ValueError(f"input_size must be >= 32 (five stride-2 steps), got {input_size}")
         kind, layers = IMAGENET_RESNET_LAYERS[depth]
 
-        def conv(name: str, channels: int, kernel: int, stride: int, relu: bool, search: bool):
+        def conv(name: str, channels: int, kernel: int, stride: int, relu: bool, last: bool):
+            search = not last  # a block's last conv: the residual stream, kept whole
             candidates = (
                 width_candidates(channels, width_tenths, width_multiple) if search else (channels,)
             )
             return ConvSpec(name, channels, candidates, kernel, stride, relu)
 
-        stem = conv("stem", 64, 7, 2, True, search=kind == "bottleneck")
-        in_width, stages = 64, []
-        for s, (mid, n) in enumerate(zip((64, 128, 256, 512), layers)):
-            blocks = []
-            for b in range(n):
-                stride = 2 if (s > 0 and b == 0) else 1
-                prefix = f"stage{s + 1}.block{b}"
-                if kind == "basic":
-                    out = mid
-                    convs = (
-                        conv(f"{prefix}.conv_a", mid, 3, stride, True, True),
-                        conv(f"{prefix}.conv_b", mid, 3, 1, False, False),
-                    )
-                else:
-                    out = 4 * mid
-                    convs = (
-                        conv(f"{prefix}.conv_a", mid, 1, 1, True, True),
-                        conv(f"{prefix}.conv_b", mid, 3, stride, True, True),
-                        conv(f"{prefix}.conv_c", out, 1, 1, False, False),
-                    )
-                projection = stride != 1 or in_width != out
-                blocks.append(BlockSpec(prefix, convs, stride, projection))
-                in_width = out
-            stages.append(StageSpec(f"stage{s + 1}", tuple(blocks), depth_candidates(n)))
+        # the stem is searched where it feeds a projection, not stage 1's identity shortcuts
+        stem = conv("stem", 64, 7, 2, True, last=kind == "basic")
+        stages = _resnet_stages(kind, (64, 128, 256, 512), layers, 64, conv)
         return SearchSpace(
             "imagenet_resnet",
             depth,
@@ -272,7 +230,7 @@ class SearchSpace:
             input_size,
             3,
             stem,
-            tuple(stages),
+            stages,
             stem_pool=True,
             downsample="strided",
         )
@@ -418,6 +376,42 @@ class SearchSpace:
     def describe(self) -> str:
         size = "" if self.input_size == 32 else f", {self.input_size}x{self.input_size}"
         return f"{self.backbone}-{self.depth} ({self.block_kind}, {self.num_classes} classes{size})"
+
+
+def _resnet_stages(
+    kind: str,
+    widths: tuple[int, ...],
+    layers: tuple[int, ...],
+    in_width: int,
+    conv: Callable[[str, int, int, int, bool, bool], ConvSpec],
+) -> tuple[StageSpec, ...]:
+    """Stages of basic (3x3, 3x3) or bottleneck (1x1, 3x3, 1x1 at 4x) blocks, ``layers[s]``
+    blocks of inner width ``widths[s]``, stride 2 on the first block of every stage but the
+    first (on the 3x3), a projection where the stride or the width changes. ``conv(name,
+    channels, kernel, stride, relu, last)`` makes each conv (``last``: the block's last)."""
+    stages = []
+    for s, (mid, n) in enumerate(zip(widths, layers)):
+        blocks = []
+        for b in range(n):
+            stride = 2 if (s > 0 and b == 0) else 1
+            prefix = f"stage{s + 1}.block{b}"
+            if kind == "basic":
+                out = mid
+                convs = (
+                    conv(f"{prefix}.conv_a", mid, 3, stride, True, False),
+                    conv(f"{prefix}.conv_b", mid, 3, 1, False, True),
+                )
+            else:
+                out = 4 * mid
+                convs = (
+                    conv(f"{prefix}.conv_a", mid, 1, 1, True, False),
+                    conv(f"{prefix}.conv_b", mid, 3, stride, True, False),
+                    conv(f"{prefix}.conv_c", out, 1, 1, False, True),
+                )
+            blocks.append(BlockSpec(prefix, convs, stride, stride != 1 or in_width != out))
+            in_width = out
+        stages.append(StageSpec(f"stage{s + 1}", tuple(blocks), depth_candidates(n)))
+    return tuple(stages)
 
 
 BACKBONES = ("cifar_resnet", "imagenet_resnet", "cifar_vgg")
