@@ -117,3 +117,31 @@ def test_masks_of_another_network_are_one_line(tmp_path, teacher):
     assert not (tmp_path / "run" / "results.json").exists()
     result = run_script("prune.py", "--method=magnitude", f"--teacher={teacher}", "--out=x.json")
     assert_user_error(result, "needs --sparsity")
+
+
+def test_lottery_ticket_rewinding_restores_the_saved_weights_exactly(tmp_path, teacher):
+    """A lottery ticket with rewinding (Frankle et al.): the mask from the trained network's
+    magnitudes, the weights of an earlier checkpoint (here epoch 0) under it, exactly."""
+    from lightning_modules.classify import ClassifyModule
+
+    found = tmp_path / "found.json"
+    result = run_script(
+        "prune.py", "--method=magnitude", f"--teacher={teacher}", "--sparsity=0.8",
+        f"--out={found}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rewind_to = str(tmp_path / "epoch000.ckpt")
+    early = torch.load(teacher, weights_only=False)  # stands in for an epoch-k checkpoint
+    early["state_dict"] = {k: v * 0.5 if v.is_floating_point() else v
+                           for k, v in early["state_dict"].items()}  # fmt: skip
+    torch.save(early, rewind_to)
+    ticket = ClassifyModule(arch=str(found), init="inherit", init_from=rewind_to)
+    masks = load_masks(tmp_path / "found.masks.pt", ticket.model)
+    saved = {k[len("model.") :]: v for k, v in early["state_dict"].items()}
+    for name, value in ticket.model.state_dict().items():
+        expected = saved[name] * masks[name] if name in masks else saved[name]
+        assert torch.equal(value, expected), name
+    # the control: the same mask over a fresh random initialisation
+    control = ClassifyModule(arch=str(found), init="random")
+    weights = prunable_weights(control.model)
+    assert all(bool((weights[k][~m] == 0).all()) for k, m in masks.items())
