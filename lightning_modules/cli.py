@@ -270,6 +270,13 @@ class TASCLI(LightningCLI):
         )
         parser.add_argument("--debug", type=bool, default=False, help="show tracebacks")
         parser.add_argument(
+            "--keep_every_epoch",
+            type=bool,
+            default=False,
+            help="keep checkpoints/epochNNN.ckpt of every epoch, not only the last (a lottery "
+            "ticket rewinds to an early one)",
+        )
+        parser.add_argument(
             "--logger",
             type=str,
             default="wandb",
@@ -334,7 +341,7 @@ class TASCLI(LightningCLI):
                 dirpath=self.out / "checkpoints",
                 filename="epoch{epoch:03d}",
                 auto_insert_metric_name=False,
-                save_top_k=1,
+                save_top_k=-1 if self.config.get("keep_every_epoch") else 1,
                 save_last=True,
                 enable_version_counter=False,
             ),

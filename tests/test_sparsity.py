@@ -145,3 +145,11 @@ def test_lottery_ticket_rewinding_restores_the_saved_weights_exactly(tmp_path, t
     control = ClassifyModule(arch=str(found), init="random")
     weights = prunable_weights(control.model)
     assert all(bool((weights[k][~m] == 0).all()) for k, m in masks.items())
+
+
+def test_keep_every_epoch_keeps_the_checkpoints_a_ticket_rewinds_to(tmp_path):
+    args = [*TINY, "--model.depth=8", "--trainer.max_epochs=2", f"--out={tmp_path}"]
+    result = run_script("train.py", *args, "--keep_every_epoch=true", "--overwrite=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]
