@@ -123,7 +123,8 @@ def settling_row(run: Path) -> str:
     low, high = summary["band_macs"]
     return (
         f"| {run.name} | {'warm' if cfg.get('teacher') else 'scratch'} | {cfg['lr']} | "
-        f"{cfg['arch_lr']} | {cfg['arch_weight_decay']} | {cfg['tau_end']} | "
+        f"{cfg['arch_lr']}{' cosine' if cfg.get('arch_lr_schedule') == 'cosine' else ''} | "
+        f"{cfg['arch_weight_decay']} | {cfg['tau_end']} | "
         f"{cfg['num_samples']} | {cfg.get('cost', 'band')} | {summary['epochs']} | "
         f"{settle['width_maxprob']:.3f} / {settle['width_maxprob_min']:.3f} | "
         f"{settle['depth_maxprob']:.3f} / {settle['depth_maxprob_min']:.3f} | "
