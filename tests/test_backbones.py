@@ -155,6 +155,7 @@ def test_found_json_round_trip_keeps_the_input_size(tmp_path):
 
 
 # ---------------------------------------------------------------- the command line
+@pytest.mark.slow  # tests/test_imagefolder.py runs the same backbone through the three commands
 def test_torchvision_checkpoint_searches_prunes_and_teaches(tmp_path):
     """A torchvision ResNet-18 checkpoint (as torchvision's reference scripts save it) is the
     warm start of a search, the network prune.py prunes and distill.py's teacher."""
@@ -260,6 +261,7 @@ def test_cifar_vgg_found_json_round_trip(tmp_path):
     assert json.loads((tmp_path / "found.json").read_text())["block"] == "plain"
 
 
+@pytest.mark.slow  # four commands; the library tests above cover the VGG space
 def test_cifar_vgg_from_the_command_line(tmp_path):
     """Train the full VGG-11, search it from its weights, prune it with L1-norm, distil the
     found network: the four commands on --model.backbone cifar_vgg."""

@@ -66,14 +66,13 @@ def test_distill_with_rkd_from_the_command_line(tmp_path, teacher):
     from tests.cli_helpers import run_script
     from tests.test_cli_errors import TINY, assert_user_error
 
-    for distill in ("rkd", "hinton+rkd"):
-        out = tmp_path / distill
-        result = run_script(
-            "distill.py", *TINY, "--arch=uniform:0.5", "--model.depth=20", f"--teacher={teacher}",
-            f"--model.distill={distill}", f"--out={out}",
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert (out / "results.json").exists()
+    out = tmp_path / "rkd"  # "rkd" alone differs only in dropping the Hinton term
+    result = run_script(
+        "distill.py", *TINY, "--arch=uniform:0.5", "--model.depth=20", f"--teacher={teacher}",
+        "--model.distill=hinton+rkd", f"--out={out}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "results.json").exists()
     result = run_script(
         "distill.py", *TINY, "--arch=uniform:0.5", "--model.depth=20", f"--teacher={teacher}",
         "--model.distill=fitnets", f"--out={tmp_path / 'x'}",

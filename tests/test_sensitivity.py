@@ -51,6 +51,7 @@ def test_ratios_for_a_drop_and_for_a_macs_target():
         prune_by_sensitivity(model, sens, 0.2)
 
 
+@pytest.mark.slow  # 27 scored networks; the curves and ratios are tested above without data
 def test_sensitivity_and_prune_from_the_command_line(tmp_path, teacher):
     out = tmp_path / "sens"
     result = run_script(
