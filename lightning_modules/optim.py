@@ -18,8 +18,15 @@ def sgd_with_cosine(
     opt = torch.optim.SGD(
         params, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
     )
-    total = max(1, trainer.estimated_stepping_batches)
-    cosine = torch.optim.lr_scheduler.LambdaLR(
+    return opt, cosine_to_zero(opt, trainer.estimated_stepping_batches)
+
+
+def cosine_to_zero(
+    opt: torch.optim.Optimizer, steps: int | float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Every learning rate of ``opt`` follows a cosine from its value to 0 over ``steps``
+    scheduler steps (then stays at 0; an unbounded run, ``steps`` inf, keeps its rate)."""
+    total = steps if math.isinf(steps) else max(1, round(steps))
+    return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
     )
-    return opt, cosine

@@ -11,7 +11,6 @@ one and the best one inside the MACs band [target - tolerance, target].
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import tas
 import tas.latency
 from lightning_modules.distributed import average_gradients, same_on_all_ranks
 from lightning_modules.errors import check_finite
-from lightning_modules.optim import sgd_with_cosine
+from lightning_modules.optim import cosine_to_zero, sgd_with_cosine
 from lightning_modules.teacher import TeacherError, load_full_state
 from tas.arch import check_ratio
 from tas.search import search_step, weight_step
@@ -214,10 +213,7 @@ class SearchModule(pl.LightningModule):
         if hp.arch_lr_schedule == "cosine":
             epochs = self.trainer.max_epochs
             search = (epochs - hp.weight_warmup_epochs) / epochs if epochs else 1.0
-            steps = max(1, round(self.trainer.estimated_stepping_batches * search))
-            arch_cosine = torch.optim.lr_scheduler.LambdaLR(
-                arch, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
-            )
+            arch_cosine = cosine_to_zero(arch, self.trainer.estimated_stepping_batches * search)
             schedulers.append({"scheduler": arch_cosine, "interval": "step"})
         return [weights, arch], schedulers
 
@@ -319,15 +315,16 @@ class SearchModule(pl.LightningModule):
             depth_changes = sum(a != b for a, b in zip(depths, before[1]))
         stats = self.net.distribution_stats()
         expected = float(self.net.expected_macs())
+        cost = self.budget.of(arch)  # in the budget's unit
         row = EpochRecord(
             epoch=self.current_epoch,
             val_acc=acc,
             macs=arch.macs,
             expected_macs=expected,
-            in_band=low <= self.budget.of(arch) <= self.budget.target,
+            in_band=low <= cost <= self.budget.target,
             tau=self.net.tau,
             argmax_changes=width_changes + depth_changes,
-            latency_ms=self.budget.of(arch) if self.budget.unit == "ms" else None,
+            latency_ms=cost if self.budget.unit == "ms" else None,
             picks=[widths, depths],
             arch=arch.to_dict(),
             **stats,

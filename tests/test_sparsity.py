@@ -81,13 +81,18 @@ def _other() -> torch.nn.Module:
     return tas.build_model(arch)
 
 
-def test_magnitude_prune_then_fine_tune_keeps_the_zeros(tmp_path, teacher):
+def prune_magnitude(tmp_path, teacher: str, *args: str):
+    """``prune.py --method magnitude ARGS`` into tmp_path/found.json; (its path, the run)."""
     found = tmp_path / "found.json"
     result = run_script(
-        "prune.py", "--method=magnitude", f"--teacher={teacher}", "--sparsity=0.9",
-        "--scope=global", f"--out={found}",
-    )  # fmt: skip
+        "prune.py", "--method=magnitude", f"--teacher={teacher}", *args, f"--out={found}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
+    return found, result
+
+
+def test_magnitude_prune_then_fine_tune_keeps_the_zeros(tmp_path, teacher):
+    found, result = prune_magnitude(tmp_path, teacher, "--sparsity=0.9", "--scope=global")
     assert "90.0% of conv and linear weights zeroed" in result.stdout
     search = json.loads(found.read_text())["search"]
     assert search["masks"] == "found.masks.pt" and (tmp_path / "found.masks.pt").exists()
@@ -105,12 +110,7 @@ def test_magnitude_prune_then_fine_tune_keeps_the_zeros(tmp_path, teacher):
 
 
 def test_masks_of_another_network_are_one_line(tmp_path, teacher):
-    found = tmp_path / "found.json"
-    result = run_script(
-        "prune.py", "--method=magnitude", f"--teacher={teacher}", "--sparsity=0.5",
-        f"--out={found}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    found, _ = prune_magnitude(tmp_path, teacher, "--sparsity=0.5")
     save_masks(tmp_path / "found.masks.pt", magnitude_masks(_other(), 0.5), {})
     result = run_script("train.py", *TINY, f"--arch={found}", f"--out={tmp_path / 'run'}")
     assert_user_error(result, "weight masks", "found.masks.pt")
@@ -124,12 +124,7 @@ def test_lottery_ticket_rewinding_restores_the_saved_weights_exactly(tmp_path, t
     magnitudes, the weights of an earlier checkpoint (here epoch 0) under it, exactly."""
     from lightning_modules.classify import ClassifyModule
 
-    found = tmp_path / "found.json"
-    result = run_script(
-        "prune.py", "--method=magnitude", f"--teacher={teacher}", "--sparsity=0.8",
-        f"--out={found}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    found, _ = prune_magnitude(tmp_path, teacher, "--sparsity=0.8")
     rewind_to = str(tmp_path / "epoch000.ckpt")
     early = torch.load(teacher, weights_only=False)  # stands in for an epoch-k checkpoint
     early["state_dict"] = {k: v * 0.5 if v.is_floating_point() else v
