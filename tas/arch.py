@@ -33,7 +33,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from tas.space import SHORTCUT_MODES, SearchSpace, conv_out_size, layer_out_size
+from tas.space import SHORTCUT_MODES, SearchSpace, layer_out_size
 
 FORMAT = "tas-arch/1"
 
@@ -129,7 +129,7 @@ def make_plan(space: SearchSpace, blocks: tuple[int, ...], widths: dict[str, int
         widths["stem"],
         space.stem.kernel,
         space.stem.stride,
-        conv_out_size(space.input_size, space.stem.kernel, space.stem.stride),
+        space.stem_conv_size(),
         space.stem.relu,
     )
     size = space.stem_out_size()

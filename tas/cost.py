@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from tas.space import SearchSpace, conv_out_size, layer_out_size
+from tas.space import SearchSpace, layer_out_size
 
 
 def _mean(dist: torch.Tensor) -> torch.Tensor:
@@ -91,7 +91,7 @@ def expected_cost(
         index = torch.tensor(conv.candidates, device=probs.device)
         dists[conv.name] = probs.new_zeros(length).index_add(0, index, probs[row, : len(index)])
 
-    stem_size = conv_out_size(space.input_size, space.stem.kernel, space.stem.stride)
+    stem_size = space.stem_conv_size()
     const_in = probs.new_zeros(length)
     const_in[space.in_channels] = 1.0
     width = dists["stem"]

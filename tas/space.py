@@ -346,9 +346,13 @@ class SearchSpace:
         """Whether ``stage`` has a depth to choose (more than one choice)."""
         return len(stage.depth_choices) > 1
 
+    def stem_conv_size(self) -> int:
+        """Spatial size out of the stem conv itself."""
+        return conv_out_size(self.input_size, self.stem.kernel, self.stem.stride)
+
     def stem_out_size(self) -> int:
-        """Spatial size after the stem (and its max-pool, if any)."""
-        size = conv_out_size(self.input_size, self.stem.kernel, self.stem.stride)
+        """Spatial size after the stem (and its max-pool, if any): what stage 1 sees."""
+        size = self.stem_conv_size()
         return conv_out_size(size, 3, 2) if self.stem_pool else size
 
     def shortcut_out_size(self, block: BlockSpec, in_size: int) -> int:
