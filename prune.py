@@ -15,6 +15,13 @@ conv, the filters of the full network it keeps. Train it from scratch (train.py/
 the masks, which train.py and distill.py keep applied (pruned weights stay exactly zero).
 ``--method sensitivity --sensitivity DIR/sensitivity.json --ratio 0.5`` reads per-layer L1
 ratios off sensitivity.py's curves (tas/sensitivity.py).
+
+Methods that look at images (``DATA_METHODS``) sample them from the search split of the
+training set (``--data_name``, ``--root``, ``--images``, ``--batch``; never the test set).
+A method that changes the kept weights (a reconstruction of the next layer) also writes
+``NAME.init.ckpt``, the pruned network with those weights, named in found.json's
+``search.init_ckpt``: fine-tune it with ``train.py --arch FOUND --init inherit --init_from
+NAME.init.ckpt``.
 """
 
 from __future__ import annotations
@@ -22,11 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from lightning_modules.teacher import TeacherError, load_teacher
+from lightning_modules.data import DataError
+from lightning_modules.data.samples import add_data_arguments, sample_batches
+from lightning_modules.teacher import TeacherError, load_teacher, save_network
 from tas.arch import Arch, ArchFormatError, check_ratio
 from tas.baselines import l1_norm_prune, slimming_prune
 from tas.sensitivity import prune_by_sensitivity
@@ -39,11 +49,24 @@ from tas.sparsity import (
     storage_bytes,
 )
 
-METHODS = {"l1_norm": l1_norm_prune, "slimming": slimming_prune}
-WEIGHT_METHODS = ("magnitude",)
-CURVE_METHODS = (
-    "sensitivity",
-)  # per-layer ratios read off sensitivity.py's curves  # weight-level: the network keeps its shape, a mask file goes along
+METHODS = {"l1_norm": l1_norm_prune, "slimming": slimming_prune}  # (model, ratio) -> arch, keep
+WEIGHT_METHODS = ("magnitude",)  # weight-level: the network keeps its shape, a mask file goes along
+CURVE_METHODS = ("sensitivity",)  # per-layer ratios read off sensitivity.py's curves
+
+# Methods that need images: (full model, ratio, args) -> (arch, keep, the pruned network when the
+# method changed its kept weights, else None). Images come from `batches`.
+DataMethod = Callable[
+    [torch.nn.Module, float, argparse.Namespace],
+    tuple[Arch, dict[str, torch.Tensor], torch.nn.Module | None],
+]
+DATA_METHODS: dict[str, DataMethod] = {}
+
+
+def batches(args: argparse.Namespace, model: torch.nn.Module, half: str) -> list:
+    """``args.images`` images of the search split's ``half`` ("weights": samples and training;
+    "arch": held-out scores) as normalised ``(x, y)`` batches."""
+    size = model.space.input_size
+    return sample_batches(args.data_name, args.root, size, args.images, half, args.batch)
 
 
 def magnitude(model: torch.nn.Module, full: Arch, args: argparse.Namespace) -> Arch:
@@ -81,7 +104,9 @@ def read_json(path: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prune.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--method", choices=sorted((*METHODS, *WEIGHT_METHODS, *CURVE_METHODS)), required=True
+        "--method",
+        choices=sorted((*METHODS, *WEIGHT_METHODS, *CURVE_METHODS, *DATA_METHODS)),
+        required=True,
     )
     parser.add_argument(
         "--sensitivity", help="sensitivity: the sensitivity.json sensitivity.py wrote"
@@ -105,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="a torchvision teacher: image side its MACs are counted at (default 224)",
     )
+    add_data_arguments(parser)
     args = parser.parse_args(argv)
     try:
         if args.method in WEIGHT_METHODS:
@@ -126,12 +152,20 @@ def main(argv: list[str] | None = None) -> None:
             pruned, keep = prune_by_sensitivity(model, read_json(args.sensitivity), args.ratio)
             pruned.search["keep"] = {name: idx.tolist() for name, idx in keep.items()}
             pruned.search["sensitivity"] = args.sensitivity
+        elif args.method in DATA_METHODS:
+            pruned, keep, network = DATA_METHODS[args.method](model, args.ratio, args)
+            pruned.search["keep"] = {name: idx.tolist() for name, idx in keep.items()}
+            if network is not None:
+                out = Path(args.out)
+                init = out.with_name(f"{out.stem}.init.ckpt")
+                save_network(init, network, pruned)
+                pruned.search["init_ckpt"] = init.name
         else:
             pruned, keep = METHODS[args.method](model, args.ratio)
             pruned.search["keep"] = {name: idx.tolist() for name, idx in keep.items()}
         pruned.search["pruned_from"] = args.teacher
         pruned.save(args.out)
-    except (ValueError, TeacherError, ArchFormatError, OSError) as err:
+    except (ValueError, TeacherError, ArchFormatError, DataError, OSError) as err:
         print(f"prune.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
     print(f"{args.out}: {pruned.summary()}")

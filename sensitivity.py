@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lightning_modules.data import DataError, data_module
+from lightning_modules.data import DataError
+from lightning_modules.data.samples import add_data_arguments, sample_batches
 from lightning_modules.teacher import TeacherError, load_teacher
 from tas.arch import write_text_atomic
 from tas.baselines import prunable_convs
@@ -55,22 +56,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher", required=True, help="train.py or torchvision checkpoint")
     parser.add_argument("--out", required=True, help="folder for sensitivity.json and .png")
     parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
-    parser.add_argument("--images", type=int, default=2000, help="held-out images scored")
-    parser.add_argument("--data_name", default="cifar10", help="as --data.name of train.py")
-    parser.add_argument("--root", default=None, help="as --data.root of train.py")
+    add_data_arguments(parser)  # --images: held-out (arch-half) images scored
     parser.add_argument("--input_size", type=int, default=None, help="a torchvision teacher's")
-    parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args(argv)
     try:
         model, arch = load_teacher(args.teacher, args.input_size)
         if arch != type(arch).full(arch.space):
             raise TeacherError(f"{args.teacher} is a pruned network; analyse the full one")
-        dm = data_module(
-            args.data_name, args.root, eval_batch_size=args.batch, val_subset=args.images,
-            search_split=True, image_size=arch.space.input_size,
-        )  # fmt: skip
-        dm.setup()
-        batches = [dm.transform_batch(b, train=False) for b in dm.val_dataloader()]
+        batches = sample_batches(
+            args.data_name, args.root, arch.space.input_size, args.images, "arch", args.batch
+        )
     except (ValueError, TeacherError, DataError, OSError) as err:
         print(f"sensitivity.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)

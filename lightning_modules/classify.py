@@ -43,7 +43,9 @@ class ClassifyModule(pl.LightningModule):
         init: ``random`` (fresh weights) or ``inherit``: copy the kept filters' weights from
             ``init_from`` (fine-tuning a pruned network); the filters kept are the found.json's
             ``search.keep`` (written by prune.py), the first ``width`` of each conv otherwise.
-        init_from: a train.py checkpoint of the full network, for ``init: inherit``.
+        init_from: a train.py checkpoint of the full network, for ``init: inherit``, or one of
+            this same network (its weights are taken as they are: prune.py's ``NAME.init.ckpt``
+            of the methods that change the kept weights, ThiNet's and LASSO's).
         alpha, temperature: KD loss weight of the teacher term and softmax temperature.
         distill: with a teacher, "hinton" (softened logits), "rkd" (cross-entropy + relational
             KD on the penultimate features: distances and angles within the batch, Park et al.
@@ -121,6 +123,8 @@ class ClassifyModule(pl.LightningModule):
                 "init: inherit needs init_from, a train.py checkpoint of the full network"
             )
         source, source_arch = load_teacher(init_from, arch.space.input_size)
+        if source_arch == arch:  # this very network (e.g. prune.py's reconstructed weights)
+            return source.train().requires_grad_(True)
         if source_arch != tas.Arch.full(arch.space):
             raise TeacherError(
                 f"init_from {init_from} is not the full {arch.space.describe()} the "

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import tas
+from tas.arch import save_atomic
 from tas.backbones import is_torchvision_resnet_state, torchvision_space, torchvision_state
 
 
@@ -111,3 +112,11 @@ def load_full_state(path: str | Path, space: tas.SearchSpace) -> dict[str, torch
             f"{path} is neither a train.py checkpoint nor a state_dict of the full network"
         )
     return ckpt  # its fit to the space is checked where it is loaded
+
+
+def save_network(path: str | Path, model: nn.Module, arch: tas.Arch) -> None:
+    """Write ``model`` (a built network of ``arch``) as the smallest checkpoint `load_teacher`
+    and ``--init_from`` read (its architecture and its ``model.``-prefixed weights), atomically:
+    how prune.py hands on the weights a method changed (ThiNet's and LASSO's reconstructions)."""
+    state = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    save_atomic({"tas_arch": arch.to_dict(), "state_dict": state}, path)

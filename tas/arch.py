@@ -418,12 +418,28 @@ def check_ratio(ratio: float) -> None:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file so that readers see the old file or the whole new one, never a part."""
+    write_bytes_atomic(path, text.encode())
+
+
+def save_atomic(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)``, atomically (see `write_bytes_atomic`)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file so that readers see the old file or the whole new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

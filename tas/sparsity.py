@@ -12,13 +12,14 @@ saves is storage when its weights are kept sparse (`storage_bytes`), not MACs on
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from tas.arch import save_atomic
 
 MASKS_FORMAT = "tas-masks/1"
 SCOPES = ("layer", "global")
@@ -80,12 +81,7 @@ def sparsity_of(model: nn.Module) -> float:
 
 def save_masks(path: str | os.PathLike, masks: Mapping[str, torch.Tensor], meta: dict) -> None:
     """Write the masks (bit-packed as bool tensors) with their format version, atomically."""
-    buffer = io.BytesIO()
-    torch.save({"format": MASKS_FORMAT, "meta": dict(meta), "masks": dict(masks)}, buffer)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+    save_atomic({"format": MASKS_FORMAT, "meta": dict(meta), "masks": dict(masks)}, path)
 
 
 def load_masks(path: str | os.PathLike, model: nn.Module) -> dict[str, torch.Tensor]:
