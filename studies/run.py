@@ -121,7 +121,9 @@ def _random(study: Study, name: str, spec: dict) -> Network:
 
 
 def _prune(study: Study, name: str, spec: dict) -> Network:
-    """A prune.py method (``method``) applied to ``teacher`` (a teacher step's name)."""
+    """A prune.py method (``method``) applied to ``teacher`` (a teacher step's name), with the
+    method's own options (``args``, e.g. ``["--steps", "400"]``); a method that looks at images
+    samples them from the study's data set."""
     teacher, step = spec.get("teacher", "teacher"), f"prune_{name}"
     ratio = str(study.cfg["ratio"])
     maker = Step(
@@ -134,6 +136,9 @@ def _prune(study: Study, name: str, spec: dict) -> Network:
             study.ckpt(teacher),
             "--ratio",
             ratio,
+            "--data_name",
+            study.dataset,
+            *map(str, spec.get("args", [])),
         ],  # fmt: skip
         "found.json",
         (teacher,),
@@ -296,13 +301,24 @@ class Study:
                 return self._train(name, *extra, epochs=self.scratch_b_epochs(net.arch))
             return self._train(
                 name, *extra,
-                "--init", "inherit", "--init_from", self.ckpt(net.inherit_from),
+                "--init", "inherit", "--init_from", self.init_from(net),
                 "--model.lr", str(c["finetune_lr"]),
                 epochs=c["finetune_epochs"],
             )  # fmt: skip
 
         info = {"method": net.family, "scheme": scheme, "seed": seed, "arch": net.name}
         return Step(name, args, "results.json", tuple(dict.fromkeys(deps)), info)
+
+    def init_from(self, net: Network) -> str:
+        """What fine-tuning ``net`` starts from: the weights its method left (prune.py's
+        ``search.init_ckpt``: ThiNet's and LASSO's reconstructions, SSS's trained blocks), else
+        the checkpoint it was pruned from."""
+        found = Path(net.arch)
+        if found.suffix == ".json" and found.exists():
+            init = tas.Arch.load(found).search.get("init_ckpt")
+            if init:
+                return str(found.with_name(init))
+        return self.ckpt(net.inherit_from)
 
     def scratch_b_epochs(self, spec: str) -> int:
         """Epochs giving the pruned network the teacher's compute (MACs x epochs), at most 2x."""
