@@ -26,10 +26,22 @@ METHODS = {
     "random": "Random (in MACs band)",
     "l1_norm": "L1-norm filters",
     "slimming": "Network Slimming",
+    "sensitivity": "L1 sensitivity curves",
+    "thinet": "ThiNet",
+    "lasso": "LASSO channels",
+    "sss": "Sparse Structure Selection",
+    "amc": "AMC",
+    "netadapt": "NetAdapt (MACs)",
 }
 DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-SCHEMES = {"kd": "KD", "scratch_e": "Scratch-E", "scratch_b": "Scratch-B", "fine_tune": "Fine-tune"}
-MARKERS = {"kd": "o", "scratch_e": "s", "scratch_b": "^", "fine_tune": "D"}
+SCHEMES = {
+    "kd": "KD",
+    "rkd": "KD + RKD",
+    "scratch_e": "Scratch-E",
+    "scratch_b": "Scratch-B",
+    "fine_tune": "Fine-tune",
+}
+MARKERS = {"kd": "o", "rkd": "v", "scratch_e": "s", "scratch_b": "^", "fine_tune": "D"}
 
 
 def groups(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:

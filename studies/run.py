@@ -31,7 +31,7 @@ from tas.arch import write_text_atomic
 from tas.baselines import random_within
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMES = ("kd", "scratch_e", "scratch_b", "fine_tune")
+SCHEMES = ("kd", "rkd", "scratch_e", "scratch_b", "fine_tune")  # rkd: KD + relational KD
 STUDY_DATASETS = ("cifar10", "cifar100")
 BAND = 0.02  # every compared network's MACs within this fraction of the target
 
@@ -149,6 +149,44 @@ def _prune(study: Study, name: str, spec: dict) -> Network:
     )  # fmt: skip
 
 
+def _sensitivity(study: Study, name: str, spec: dict) -> Network:
+    """Per-layer L1 ratios read off the teacher's sensitivity curves (sensitivity.py, on
+    ``images`` held-out images of the training set), then prune.py --method sensitivity."""
+    teacher, sens, step = spec.get("teacher", "teacher"), f"sensitivity_{name}", f"prune_{name}"
+    curves = Step(
+        sens,
+        lambda: [
+            "sensitivity.py",
+            "--teacher",
+            study.ckpt(teacher),
+            "--data_name",
+            study.dataset,
+            "--images",
+            str(spec.get("images", 2000)),
+        ],  # fmt: skip
+        "sensitivity.json",
+        (teacher,),
+    )
+    maker = Step(
+        step,
+        lambda: [
+            "prune.py",
+            "--method",
+            "sensitivity",
+            "--teacher",
+            study.ckpt(teacher),
+            "--ratio",
+            str(study.cfg["ratio"]),
+            "--sensitivity",
+            str(study.path(sens, "sensitivity.json")),
+        ],  # fmt: skip
+        "found.json",
+        (sens,),
+    )
+    found = str(study.path(step, "found.json"))
+    return Network(name, spec.get("family", name), found, [curves, maker], (step,), teacher)
+
+
 # How each kind of network is made: a new baseline is a prune.py method plus one `kind: prune`
 # entry in a study config, no code here.
 NETWORK_KINDS: dict[str, Callable[[Study, str, dict], Network]] = {
@@ -157,6 +195,7 @@ NETWORK_KINDS: dict[str, Callable[[Study, str, dict], Network]] = {
     "uniform": _uniform,
     "random": _random,
     "prune": _prune,
+    "sensitivity": _sensitivity,
 }
 
 
@@ -287,14 +326,15 @@ class Study:
         name = f"{net.name}-{scheme}-s{seed}"
         deps = list(net.deps)
         extra = ["--arch", net.arch, "--seed", str(seed)]
-        if scheme == "kd":
+        if scheme in ("kd", "rkd"):
             deps.append("teacher")
         if scheme == "fine_tune":
             deps.append(net.inherit_from)
 
         def args() -> list[str]:
-            if scheme == "kd":
-                return self._train(name, *extra, "--teacher", self.ckpt("teacher"))
+            if scheme in ("kd", "rkd"):
+                distill = ["--model.distill", "hinton+rkd"] if scheme == "rkd" else []
+                return self._train(name, *extra, "--teacher", self.ckpt("teacher"), *distill)
             if scheme == "scratch_e":
                 return self._train(name, *extra)
             if scheme == "scratch_b":
@@ -340,7 +380,9 @@ class Study:
 
     def command(self, step: Step) -> list[str]:
         args = step.args()
-        if args[0] != "prune.py":
+        if args[0] == "sensitivity.py":  # a folder of curves, written in one go
+            args += ["--out", str(self.path(step.name))]
+        elif args[0] != "prune.py":
             out = self.path(step.name)
             resume = (out / "checkpoints" / "last.ckpt").exists()
             args += ["--out", str(out), "--resume" if resume else "--overwrite"]

@@ -194,6 +194,33 @@ def test_a_baseline_is_one_network_entry(tmp_path):
     steps = {s.name: s for s in study.steps}
     assert steps["another-kd-s0"].deps == ("prune_another", "teacher")
     assert study.command(steps["prune_another"])[3] == "l1_norm"
+    cfg["networks"]["sens"] = {"kind": "sensitivity", "images": 500}
+    cfg["networks"]["thin"] = {"kind": "prune", "method": "thinet", "args": ["--images", 100]}
+    cfg["finals"].append({"scheme": "rkd", "seeds": [0], "networks": ["tas"]})
+    cfg["finals"].append({"scheme": "fine_tune", "seeds": [0], "networks": ["sens", "thin"]})
+    path.write_text(yaml.safe_dump(cfg))
+    study = Study(str(path), runs_root=tmp_path)
+    steps = {s.name: s for s in study.steps}
+    assert steps["prune_sens"].deps == ("sensitivity_sens",)
+    assert steps["sensitivity_sens"].deps == ("teacher",)
+    sens = study.command(steps["sensitivity_sens"])
+    assert sens[sens.index("--out") + 1] == str(study.path("sensitivity_sens"))
+    prune = study.command(steps["prune_sens"])
+    assert prune[prune.index("--sensitivity") + 1] == str(
+        study.path("sensitivity_sens", "sensitivity.json")
+    )
+    assert study.command(steps["prune_thin"])[-4:-2] == ["--images", "100"]
+    rkd = study.command(steps["tas-rkd-s0"])
+    assert rkd[rkd.index("--model.distill") + 1] == "hinton+rkd" and "--teacher" in rkd
+    # fine-tuning starts from the weights a method left (search.init_ckpt), else the teacher
+    tune = steps["thin-fine_tune-s0"]
+    assert study.init_from(study.networks["thin"]) == study.ckpt("teacher")
+    found = study.path("prune_thin", "found.json")
+    arch = tas.Arch.full(study.space)
+    arch.search["init_ckpt"] = "found.init.ckpt"
+    arch.save(found)
+    init = study.command(tune)
+    assert init[init.index("--init_from") + 1] == str(study.path("prune_thin", "found.init.ckpt"))
     cfg["networks"]["bad"] = {"kind": "nonsense"}
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="kind must be one of"):
