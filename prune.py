@@ -15,6 +15,9 @@ conv, the filters of the full network it keeps. Train it from scratch (train.py/
 the masks, which train.py and distill.py keep applied (pruned weights stay exactly zero).
 ``--method sensitivity --sensitivity DIR/sensitivity.json --ratio 0.5`` reads per-layer L1
 ratios off sensitivity.py's curves (tas/sensitivity.py).
+``--method netadapt --latency_table lat.json --target_ms 1.5`` shrinks the network one layer
+per iteration, short fine-tunes choosing the layer (tas/netadapt.py); ``--ratio`` instead of
+the two aims it at MACs.
 
 Methods that look at images (``DATA_METHODS``) sample them from the search split of the
 training set (``--data_name``, ``--root``, ``--images``, ``--batch``; never the test set).
@@ -35,10 +38,12 @@ from pathlib import Path
 import torch
 
 from lightning_modules.data import DataError
-from lightning_modules.data.samples import add_data_arguments, sample_batches
+from lightning_modules.data.samples import add_data_arguments, sample_batches, training_stream
 from lightning_modules.teacher import TeacherError, load_teacher, save_network
 from tas.arch import Arch, ArchFormatError, check_ratio
 from tas.baselines import l1_norm_prune, slimming_prune
+from tas.latency import LatencyTable
+from tas.netadapt import Iteration, netadapt_prune, netadapt_prune_macs
 from tas.sensitivity import prune_by_sensitivity
 from tas.sparsity import (
     SCOPES,
@@ -67,6 +72,36 @@ def batches(args: argparse.Namespace, model: torch.nn.Module, half: str) -> list
     "arch": held-out scores) as normalised ``(x, y)`` batches."""
     size = model.space.input_size
     return sample_batches(args.data_name, args.root, size, args.images, half, args.batch)
+
+
+def netadapt(model: torch.nn.Module, ratio: float | None, args: argparse.Namespace) -> tuple:
+    """NetAdapt to ``--target_ms`` on ``--latency_table``, or to ``--ratio`` x full MACs: each
+    proposal fine-tuned ``--short_steps`` steps on augmented training batches of ``--batch``,
+    scored on ``--images`` held-out images."""
+    if not 0 < args.decrement < 1:
+        raise ValueError(f"--decrement must be in (0, 1), got {args.decrement}")
+    if (args.target_ms is None) != (args.latency_table is None):
+        raise ValueError("--target_ms and --latency_table go together (or neither: --ratio)")
+    if args.target_ms is not None and ratio is not None:
+        raise ValueError("--method netadapt aims at --target_ms or at --ratio, not both")
+    table = None if args.latency_table is None else LatencyTable.load(args.latency_table)
+    size = model.space.input_size
+    train = training_stream(args.data_name, args.root, size, args.batch)
+    held_out = batches(args, model, "arch")
+
+    def report(r: Iteration) -> None:
+        unit = "MACs" if table is None else "ms"
+        print(f"iteration {r.iteration}: {r.conv} to {r.width} filters, {r.cost:.4g} {unit}, "
+              f"held-out top-1 {r.accuracy:.3f} ({r.seconds:.0f} s)", flush=True)  # fmt: skip
+
+    common = {"short_steps": args.short_steps, "progress": report}
+    if table is None:
+        return netadapt_prune_macs(model, ratio, train, held_out, args.decrement, **common)
+    step = args.decrement * table.predict_ms(Arch.full(table.space))
+    return netadapt_prune(model, table, args.target_ms, train, held_out, step, **common)
+
+
+DATA_METHODS["netadapt"] = netadapt
 
 
 def magnitude(model: torch.nn.Module, full: Arch, args: argparse.Namespace) -> Arch:
@@ -130,13 +165,30 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="a torchvision teacher: image side its MACs are counted at (default 224)",
     )
+    group = parser.add_argument_group("netadapt")
+    group.add_argument(
+        "--latency_table",
+        help="latency table of the teacher's space (python -m tas.latency profile)",
+    )
+    group.add_argument(
+        "--target_ms", type=float, help="predicted latency to reach, ms (else --ratio: MACs)"
+    )
+    group.add_argument(
+        "--decrement",
+        type=float,
+        default=0.05,
+        help="cost cut asked of each iteration, a fraction of the full latency (or MACs)",
+    )
+    group.add_argument(
+        "--short_steps", type=int, default=20, help="SGD steps fine-tuning each proposal"
+    )
     add_data_arguments(parser)
     args = parser.parse_args(argv)
     try:
         if args.method in WEIGHT_METHODS:
             if args.sparsity is None:
                 raise ValueError(f"--method {args.method} needs --sparsity S in [0, 1)")
-        else:
+        elif args.method != "netadapt" or args.target_ms is None:
             check_ratio(args.ratio)
         model, arch = load_teacher(args.teacher, args.input_size)
         if (
