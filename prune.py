@@ -15,6 +15,8 @@ conv, the filters of the full network it keeps. Train it from scratch (train.py/
 the masks, which train.py and distill.py keep applied (pruned weights stay exactly zero).
 ``--method sensitivity --sensitivity DIR/sensitivity.json --ratio 0.5`` reads per-layer L1
 ratios off sensitivity.py's curves (tas/sensitivity.py).
+``--method amc --ratio 0.5 --episodes 400`` lets a DDPG agent choose per-layer L1 pruning
+ratios, rewarded by held-out accuracy without fine-tuning (He et al. 2018, tas/amc.py).
 ``--method netadapt --latency_table lat.json --target_ms 1.5`` shrinks the network one layer
 per iteration, short fine-tunes choosing the layer (tas/netadapt.py); ``--ratio`` instead of
 the two aims it at MACs.
@@ -40,6 +42,7 @@ import torch
 from lightning_modules.data import DataError
 from lightning_modules.data.samples import add_data_arguments, sample_batches, training_stream
 from lightning_modules.teacher import TeacherError, load_teacher, save_network
+from tas.amc import Episode, amc_prune
 from tas.arch import Arch, ArchFormatError, check_ratio
 from tas.baselines import l1_norm_prune, slimming_prune
 from tas.latency import LatencyTable
@@ -72,6 +75,26 @@ def batches(args: argparse.Namespace, model: torch.nn.Module, half: str) -> list
     "arch": held-out scores) as normalised ``(x, y)`` batches."""
     size = model.space.input_size
     return sample_batches(args.data_name, args.root, size, args.images, half, args.batch)
+
+
+def amc(model: torch.nn.Module, ratio: float, args: argparse.Namespace) -> tuple:
+    """AMC (tas/amc.py): ``--episodes`` episodes of its DDPG agent (the first quarter random),
+    each pruned network scored, unretrained, on ``--images`` held-out images."""
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    held_out = batches(args, model, "arch")
+    every = max(1, args.episodes // 20)
+
+    def report(e: Episode) -> None:
+        if e.episode % every == 0 or e.episode == args.episodes:
+            print(f"amc episode {e.episode}/{args.episodes}: held-out top-1 {e.reward:.3f}, "
+                  f"{e.macs / 1e6:.2f}M MACs ({e.seconds:.1f} s)", flush=True)  # fmt: skip
+
+    arch, keep = amc_prune(model, ratio, held_out, args.episodes, progress=report)
+    return arch, keep, None
+
+
+DATA_METHODS["amc"] = amc
 
 
 def netadapt(model: torch.nn.Module, ratio: float | None, args: argparse.Namespace) -> tuple:
@@ -181,6 +204,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     group.add_argument(
         "--short_steps", type=int, default=20, help="SGD steps fine-tuning each proposal"
+    )
+    parser.add_argument_group("amc").add_argument(
+        "--episodes",
+        type=int,
+        default=400,
+        help="amc: agent episodes, the first quarter random warm-up (the paper: 400); each "
+        "scores one pruned network on --images held-out images",
     )
     add_data_arguments(parser)
     args = parser.parse_args(argv)
