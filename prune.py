@@ -21,6 +21,11 @@ ratios, rewarded by held-out accuracy without fine-tuning (He et al. 2018, tas/a
 per iteration, short fine-tunes choosing the layer (tas/netadapt.py); ``--ratio`` instead of
 the two aims it at MACs.
 
+Iterative pruning (tas/schedules.py): ``--round R/K`` prunes round R of a K-round schedule to
+the final ``--sparsity`` (magnitude; give the last round's ``--masks`` so its pruned weights stay
+pruned) or ``--ratio`` (l1_norm; ``--teacher`` may then be the last round's pruned network, and
+``search.keep`` indexes its filters), from the last round's fine-tuned checkpoint.
+
 Methods that look at images (``DATA_METHODS``) sample them from the search split of the
 training set (``--data_name``, ``--root``, ``--images``, ``--batch``; never the test set).
 A method that changes the kept weights (a reconstruction of the next layer) also writes
@@ -47,10 +52,12 @@ from tas.arch import Arch, ArchFormatError, check_ratio
 from tas.baselines import l1_norm_prune, slimming_prune
 from tas.latency import LatencyTable
 from tas.netadapt import Iteration, netadapt_prune, netadapt_prune_macs
+from tas.schedules import parse_round, prune_further, round_macs_ratio, round_sparsity
 from tas.sensitivity import prune_by_sensitivity
 from tas.sparsity import (
     SCOPES,
     apply_masks,
+    load_masks,
     magnitude_masks,
     save_masks,
     sparsity_of,
@@ -59,6 +66,7 @@ from tas.sparsity import (
 
 METHODS = {"l1_norm": l1_norm_prune, "slimming": slimming_prune}  # (model, ratio) -> arch, keep
 WEIGHT_METHODS = ("magnitude",)  # weight-level: the network keeps its shape, a mask file goes along
+ITERATIVE_METHODS = ("magnitude", "l1_norm")  # --round R/K
 CURVE_METHODS = ("sensitivity",)  # per-layer ratios read off sensitivity.py's curves
 
 # Methods that need images: (full model, ratio, args) -> (arch, keep, the pruned network when the
@@ -130,7 +138,8 @@ DATA_METHODS["netadapt"] = netadapt
 def magnitude(model: torch.nn.Module, full: Arch, args: argparse.Namespace) -> Arch:
     """Magnitude masks of the full network: its found.json (the full shape) and, beside it,
     ``NAME.masks.pt``, named in found.json's ``search.masks``."""
-    masks = magnitude_masks(model, args.sparsity, args.scope)
+    prior = load_masks(args.masks, model) if args.masks else None  # they stay pruned
+    masks = magnitude_masks(model, args.sparsity, args.scope, prior)
     out = Path(args.out)
     mask_file = out.with_name(f"{out.stem}.masks.pt")
     meta = {"method": "magnitude", "sparsity": args.sparsity, "scope": args.scope}
@@ -145,6 +154,21 @@ def magnitude(model: torch.nn.Module, full: Arch, args: argparse.Namespace) -> A
     arch = Arch(full.space, full.blocks, dict(full.widths))
     arch.search.update({**meta, "masks": mask_file.name, "storage_bytes": size})
     return arch
+
+
+def iterative_targets(args: argparse.Namespace) -> None:
+    """``--round R/K``: replace the final --sparsity / --ratio by round R's target."""
+    if args.masks and args.method not in WEIGHT_METHODS:
+        raise ValueError("--masks goes with --method magnitude")
+    if not args.round:
+        return
+    r, k = parse_round(args.round)
+    if args.method not in ITERATIVE_METHODS:
+        raise ValueError(f"--round works with --method {' or '.join(ITERATIVE_METHODS)}")
+    if args.method in WEIGHT_METHODS:
+        args.sparsity = round_sparsity(args.sparsity, r, k)
+    else:
+        args.ratio = round_macs_ratio(args.ratio, r, k)
 
 
 def read_json(path: str) -> dict:
@@ -180,6 +204,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--scope", choices=SCOPES, default="layer", help="magnitude: per layer or one threshold"
+    )
+    parser.add_argument(
+        "--round",
+        help="R/K: round R of K to the final --sparsity / --ratio, geometric steps "
+        "(tas/schedules.py); --teacher is round R-1's fine-tuned checkpoint",
+    )
+    parser.add_argument(
+        "--masks", help="magnitude: round R-1's NAME.masks.pt (its pruned weights stay pruned)"
     )
     parser.add_argument("--out", default="found.json", help="found.json to write")
     parser.add_argument(
@@ -221,10 +253,11 @@ def main(argv: list[str] | None = None) -> None:
         elif args.method != "netadapt" or args.target_ms is None:
             check_ratio(args.ratio)
         model, arch = load_teacher(args.teacher, args.input_size)
+        iterative_targets(args)
         if (
             arch.widths != type(arch).full(arch.space).widths
             or arch.blocks != arch.space.max_blocks
-        ):
+        ) and not (args.round and args.method == "l1_norm"):
             raise TeacherError(f"{args.teacher} is a pruned network; prune the full one")
         if args.method in WEIGHT_METHODS:
             pruned = magnitude(model, arch, args)
@@ -243,9 +276,16 @@ def main(argv: list[str] | None = None) -> None:
                 save_network(init, network, pruned)
                 pruned.search["init_ckpt"] = init.name
         else:
-            pruned, keep = METHODS[args.method](model, args.ratio)
+            prune = METHODS[args.method]
+            pruned, keep = (
+                prune_further(prune, model, arch, args.ratio)  # keep: --teacher's filters
+                if args.round
+                else prune(model, args.ratio)
+            )
             pruned.search["keep"] = {name: idx.tolist() for name, idx in keep.items()}
         pruned.search["pruned_from"] = args.teacher
+        if args.round:
+            pruned.search["round"] = args.round
         pruned.save(args.out)
     except (ValueError, TeacherError, ArchFormatError, DataError, OSError) as err:
         print(f"prune.py: error: {' '.join(str(err).split())}", file=sys.stderr)

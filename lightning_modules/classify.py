@@ -8,6 +8,7 @@ the found.json it came from.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,16 @@ from lightning_modules.errors import check_finite
 from lightning_modules.optim import sgd_with_cosine
 from lightning_modules.teacher import TeacherError, load_teacher
 from tas.kd import rkd_loss
-from tas.sparsity import apply_masks, load_masks
+from tas.schedules import inherit_from
+from tas.sparsity import (
+    SCOPES,
+    agp_sparsity,
+    agp_update_due,
+    apply_masks,
+    load_masks,
+    magnitude_masks,
+    mask_sparsity,
+)
 
 DISTILL = ("hinton", "rkd", "hinton+rkd")
 
@@ -43,8 +53,10 @@ class ClassifyModule(pl.LightningModule):
         init: ``random`` (fresh weights) or ``inherit``: copy the kept filters' weights from
             ``init_from`` (fine-tuning a pruned network); the filters kept are the found.json's
             ``search.keep`` (written by prune.py), the first ``width`` of each conv otherwise.
-        init_from: a train.py checkpoint of the full network, for ``init: inherit``, or one of
-            this same network (its weights are taken as they are: prune.py's ``NAME.init.ckpt``
+        init_from: a train.py checkpoint of the full network, for ``init: inherit``; for a
+            round of iterative structured pruning (prune.py ``--round``), the previous round's
+            checkpoint (the network ``search.keep`` indexes); or one of this same network (its
+            weights are taken as they are: prune.py's ``NAME.init.ckpt``
             of the methods that change the kept weights, ThiNet's and LASSO's).
         alpha, temperature: KD loss weight of the teacher term and softmax temperature.
         distill: with a teacher, "hinton" (softened logits), "rkd" (cross-entropy + relational
@@ -55,6 +67,14 @@ class ClassifyModule(pl.LightningModule):
         channels_last: run convs in the channels-last memory layout.
         bn_l1: weight of an L1 penalty on every BatchNorm scale (Network Slimming's sparsity
             training, Liu et al. 2017, who use 1e-4); 0 trains without it.
+        agp_sparsity: gradual magnitude pruning (AGP, Zhu & Gupta 2017) to this final fraction
+            of conv and linear weights zeroed; 0 trains without it. The masks grow to the cubic
+            schedule's sparsity (`tas.sparsity.agp_sparsity`, from the mask file's sparsity or
+            0) every ``agp_every_n_steps`` optimiser steps from the start of epoch
+            ``agp_start_epoch`` to the start of ``agp_end_epoch`` (None: the end of training),
+            then stay applied; a weight once pruned stays pruned.
+        agp_scope: "layer" (each layer to the schedule's sparsity) or "global" (one threshold).
+        agp_start_epoch, agp_end_epoch, agp_every_n_steps: the schedule's window and step.
         arch_record: the resolved architecture (filled in automatically; read from checkpoints).
     """
 
@@ -80,11 +100,20 @@ class ClassifyModule(pl.LightningModule):
         weight_decay: float = 5e-4,
         channels_last: bool = False,
         bn_l1: float = 0.0,
+        agp_sparsity: float = 0.0,
+        agp_scope: str = "layer",
+        agp_start_epoch: int = 0,
+        agp_end_epoch: int | None = None,
+        agp_every_n_steps: int = 100,
         arch_record: dict | None = None,
     ) -> None:
         super().__init__()
         if distill not in DISTILL:
             raise ValueError(f"distill must be one of {', '.join(DISTILL)}, got {distill!r}")
+        if agp_scope not in SCOPES:
+            raise ValueError(f"agp_scope must be one of {', '.join(SCOPES)}, got {agp_scope!r}")
+        if agp_every_n_steps < 1 or agp_start_epoch < 0:
+            raise ValueError("agp_every_n_steps must be >= 1 and agp_start_epoch >= 0")
         if arch_record is not None:
             resolved = tas.Arch.from_dict(arch_record)
         else:
@@ -99,6 +128,14 @@ class ClassifyModule(pl.LightningModule):
         if resolved.search.get("masks") and arch_record is None:
             self.masks = load_masks(Path(arch).parent / resolved.search["masks"], self.model)
             apply_masks(self.model, self.masks)
+        # AGP starts from the mask file's sparsity (a checkpoint carries it, for a resumed run)
+        self.agp_initial = mask_sparsity(self.model, self.masks) if self.masks else 0.0
+        if agp_sparsity and not self.agp_initial < agp_sparsity < 1:
+            raise ValueError(
+                f"agp_sparsity must lie in ({self.agp_initial:g}, 1) (above the mask file's "
+                f"sparsity), got {agp_sparsity!r}"
+            )
+        self.sparsity = self.agp_initial  # the masks' sparsity now, logged as train/sparsity
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.teacher_arch: tas.Arch | None = None
@@ -125,13 +162,16 @@ class ClassifyModule(pl.LightningModule):
         source, source_arch = load_teacher(init_from, arch.space.input_size)
         if source_arch == arch:  # this very network (e.g. prune.py's reconstructed weights)
             return source.train().requires_grad_(True)
-        if source_arch != tas.Arch.full(arch.space):
+        # keep indexes the filters of the network pruned: the full one, or a round's network
+        pruned_from = arch.search.get("pruned_from_widths")
+        if source_arch.space != arch.space or source_arch.widths != (
+            pruned_from or tas.Arch.full(arch.space).widths
+        ):
+            what = "the pruned network" if pruned_from else f"the full {arch.space.describe()}"
             raise TeacherError(
-                f"init_from {init_from} is not the full {arch.space.describe()} the "
-                "architecture was pruned from"
+                f"init_from {init_from} is not {what} the architecture was pruned from"
             )
-        keep = arch.search.get("keep", {})
-        return tas.build_model(arch, init_from=source.train(), keep=keep)
+        return inherit_from(arch, source, source_arch, arch.search.get("keep", {}))
 
     def _check_teacher(self, path: str) -> None:
         t, s = self.teacher_arch.space, self.arch.space
@@ -223,17 +263,47 @@ class ClassifyModule(pl.LightningModule):
         self.test_acc.update(self(x), y)
         self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
 
-    # ------------------------------------------------------------ checkpoints
+    # ---------------------------------------------------- weight masks, gradual pruning (AGP)
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.hparams.agp_sparsity:
+            self._agp_step(self.global_step)
         if self.masks is not None:  # the step moved no pruned weight off zero, but make sure
             apply_masks(self.model, self.masks)
 
+    def on_train_start(self) -> None:
+        hp, trainer = self.hparams, self.trainer
+        if not hp.agp_sparsity:
+            return
+        end_epoch = trainer.max_epochs if hp.agp_end_epoch is None else hp.agp_end_epoch
+        if end_epoch is None or end_epoch <= hp.agp_start_epoch:
+            raise ValueError(
+                f"agp_end_epoch ({end_epoch}) must come after agp_start_epoch "
+                f"({hp.agp_start_epoch}); with no max_epochs, set agp_end_epoch"
+            )
+        # the schedule counts optimiser steps (what global_step counts)
+        steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+        self.agp_steps = (hp.agp_start_epoch * steps_per_epoch, end_epoch * steps_per_epoch)
+
+    def _agp_step(self, step: int) -> None:
+        """After optimiser step ``step``: grow the masks if the AGP schedule says so."""
+        hp, (start, end) = self.hparams, self.agp_steps
+        if agp_update_due(step, start, end, hp.agp_every_n_steps):
+            target = agp_sparsity(step, start, end, hp.agp_sparsity, self.agp_initial)
+            self.masks = magnitude_masks(self.model, target, hp.agp_scope, prior=self.masks)
+            self.sparsity = mask_sparsity(self.model, self.masks)
+        self.log("train/sparsity", self.sparsity)
+
+    # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tas_arch"] = self.arch.to_dict()
         checkpoint["tas_teacher_test_acc"] = self.teacher_test_acc
         if self.masks is not None:
             checkpoint["tas_masks"] = self.masks
+        checkpoint["tas_agp_initial"] = self.agp_initial
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.teacher_test_acc = checkpoint.get("tas_teacher_test_acc")
         self.masks = checkpoint.get("tas_masks", self.masks)
+        self.agp_initial = checkpoint.get("tas_agp_initial", self.agp_initial)
+        if self.masks is not None:
+            self.sparsity = mask_sparsity(self.model, self.masks)

@@ -6,6 +6,11 @@ every conv and the linear head, kept applied through training, saved beside foun
     masks = load_masks("found.masks.pt", model)          # checked against the network
     apply_masks(model, masks)                            # zero the pruned weights
 
+Gradual pruning (Zhu & Gupta 2017, "To prune, or not to prune"): the masks grow during training,
+at every N-th step, to `agp_sparsity`'s cubic schedule; ``magnitude_masks(..., prior=masks)``
+keeps every weight already pruned pruned (masks only grow). ClassifyModule's ``agp_*`` options
+run it; prune.py ``--masks`` is the same for k rounds of prune-and-fine-tune (tas/schedules.py).
+
 The network's shape does not change (found.json is the full network); what a masked network
 saves is storage when its weights are kept sparse (`storage_bytes`), not MACs on dense kernels.
 """
@@ -35,16 +40,35 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 def magnitude_masks(
-    model: nn.Module, sparsity: float, scope: str = "layer"
+    model: nn.Module,
+    sparsity: float,
+    scope: str = "layer",
+    prior: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Boolean keep-masks pruning the ``sparsity`` fraction of smallest-|w| weights: of each
     layer (``scope="layer"``, exactly round(sparsity x n) per layer) or of all layers together
-    under one threshold (``"global"``, exactly round(sparsity x total))."""
+    under one threshold (``"global"``, exactly round(sparsity x total)).
+
+    ``prior``: masks from an earlier round; the weights they prune rank below every other
+    weight and stay pruned whatever their value (the new masks keep a subset of what ``prior``
+    keeps). Where ``prior`` already prunes more than asked, it stays as it is.
+    """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    weights = {k: w.detach().abs() for k, w in prunable_weights(model).items()}
+    scores = {k: w.detach().abs() for k, w in prunable_weights(model).items()}
+    prior = prior or {}
+    for k, keep in prior.items():  # below every |w| >= 0: what prior pruned goes first
+        scores[k] = scores[k].masked_fill(~keep.to(scores[k].device), -1.0)
+    masks = _smallest_pruned(scores, sparsity, scope)
+    return {k: m & prior[k].to(m.device) if k in prior else m for k, m in masks.items()}
+
+
+def _smallest_pruned(
+    weights: dict[str, torch.Tensor], sparsity: float, scope: str
+) -> dict[str, torch.Tensor]:
+    """Keep-masks pruning the ``sparsity`` fraction of smallest scores, per layer or globally."""
     if scope == "layer":
         return {k: _keep_largest(w.flatten(), w.numel() - round(sparsity * w.numel())).view_as(w)
                 for k, w in weights.items()}  # fmt: skip
@@ -77,6 +101,33 @@ def sparsity_of(model: nn.Module) -> float:
     weights = list(prunable_weights(model).values())
     zeros = sum(int((w == 0).sum()) for w in weights)
     return zeros / sum(w.numel() for w in weights)
+
+
+def mask_sparsity(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of the prunable weights that ``masks`` prune (a weight without a mask is kept)."""
+    pruned = sum(int((~m).sum()) for m in masks.values())
+    return pruned / sum(w.numel() for w in prunable_weights(model).values())
+
+
+def agp_sparsity(step: int, start: int, end: int, final: float, initial: float = 0.0) -> float:
+    """Zhu & Gupta's (2017) gradual pruning schedule: the sparsity at training step ``step``,
+    ``initial`` up to ``start``, then s_f + (s_i - s_f) (1 - (step - start) / (end - start))^3,
+    ``final`` from ``end`` on. The cubic prunes fastest at first, while many weights are
+    redundant, and slows as the network gets sparse."""
+    if not 0.0 <= initial <= final < 1.0:
+        raise ValueError(
+            f"sparsities must satisfy 0 <= initial <= final < 1, got {initial}, {final}"
+        )
+    if not 0 <= start < end:
+        raise ValueError(f"the pruning steps must satisfy 0 <= start < end, got {start}, {end}")
+    progress = min(max((step - start) / (end - start), 0.0), 1.0)
+    return final + (initial - final) * (1.0 - progress) ** 3
+
+
+def agp_update_due(step: int, start: int, end: int, every: int) -> bool:
+    """Whether the masks grow after training step ``step``: every ``every`` steps after
+    ``start``, and at ``end`` (so the schedule ends exactly at its final sparsity)."""
+    return start < step <= end and ((step - start) % every == 0 or step == end)
 
 
 def save_masks(path: str | os.PathLike, masks: Mapping[str, torch.Tensor], meta: dict) -> None:
@@ -127,9 +178,12 @@ def storage_bytes(model: nn.Module) -> dict[str, int]:
 __all__ = [
     "MASKS_FORMAT",
     "SCOPES",
+    "agp_sparsity",
+    "agp_update_due",
     "apply_masks",
     "load_masks",
     "magnitude_masks",
+    "mask_sparsity",
     "prunable_weights",
     "save_masks",
     "sparsity_of",
