@@ -2,10 +2,10 @@
 warm start of the search.
 
 A teacher is the checkpoint train.py writes (it carries its architecture), a torchvision ResNet
-checkpoint (its plain state_dict, or a dict holding it under ``model`` / ``state_dict`` as
-torchvision's reference scripts save it; the network is read off its tensors), or, for the warm
-start, a plain state_dict of ``tas.build_model(tas.Arch.full(space))``. Every way a file can be
-wrong is a `TeacherError` with one line that names the file.
+or MobileNetV2 checkpoint (its plain state_dict, or a dict holding it under ``model`` /
+``state_dict`` as torchvision's reference scripts save it; the network is read off its
+tensors), or, for the warm start, a plain state_dict of ``tas.build_model(tas.Arch.full(space))``.
+Every way a file can be wrong is a `TeacherError` with one line that names the file.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 import tas
 from tas.arch import save_atomic
-from tas.backbones import is_torchvision_resnet_state, torchvision_space, torchvision_state
+from tas.backbones import is_torchvision_state, torchvision_space, torchvision_state
 
 
 class TeacherError(ValueError):
@@ -43,10 +43,10 @@ def load_teacher(path: str | Path, input_size: int | None = None) -> tuple[nn.Mo
 
 
 def _torchvision(ckpt: Any) -> dict[str, torch.Tensor] | None:
-    """The torchvision ResNet state dict in a checkpoint (plain, or under "model" or
-    "state_dict"), or None."""
+    """The torchvision ResNet or MobileNetV2 state dict in a checkpoint (plain, or under
+    "model" or "state_dict"), or None."""
     for state in (ckpt, *(ckpt.get(k) for k in ("model", "state_dict") if isinstance(ckpt, dict))):
-        if is_torchvision_resnet_state(state):
+        if is_torchvision_state(state):
             return state
     return None
 

@@ -13,6 +13,7 @@ found.json, format "tas-arch/1" (all keys required unless marked optional)::
       "backbone": "cifar_resnet", "depth": 56, "block": "basic", "num_classes": 10,
       "shortcut": "zero_pad",             # or "projection": how identity blocks join widths
       "input_size": 32,                   # optional: square input resolution (backbone default)
+      "width_mult": 0.5,                  # optional: MobileNetV2's width multiplier (absent: 1)
       "blocks": [5, 5, 5],                # blocks kept per stage
       "widths": {"stem": 16, "stage1.block0.conv_a": 16, ...},   # every kept conv, by place
       "macs": 58890368,                   # multiply-accumulates of convs + linear, one image
@@ -56,21 +57,28 @@ class ConvLayer:
     relu: bool
     pool: bool = False  # AvgPool(2) before the conv (stride-2 "avgpool" projection shortcuts)
     max_pool: bool = False  # MaxPool(2) before the conv (VGG)
+    depthwise: bool = False  # groups == channels: each filter reads one input channel
+    relu6: bool = False  # the ReLU clamps at 6
+
+    @property
+    def fan_in(self) -> int:
+        """Input channels each filter reads."""
+        return 1 if self.depthwise else self.in_channels
 
     @property
     def macs(self) -> int:
-        return self.kernel**2 * self.in_channels * self.out_channels * self.out_size**2
+        return self.kernel**2 * self.fan_in * self.out_channels * self.out_size**2
 
     @property
     def params(self) -> int:
         # conv weight (no bias) + BN affine weight and bias
-        return self.kernel**2 * self.in_channels * self.out_channels + 2 * self.out_channels
+        return self.kernel**2 * self.fan_in * self.out_channels + 2 * self.out_channels
 
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """A residual block: ``relu(convs(x) + shortcut(x))``, or, with ``residual=False``, the
-    convs alone.
+    """A residual block: ``relu(convs(x) + shortcut(x))`` (no ReLU with ``sum_relu=False``),
+    or, with ``residual=False``, the convs alone.
 
     ``shortcut`` is None for identity (zero-padded to the wider of the two when widths differ).
     """
@@ -80,6 +88,7 @@ class BlockPlan:
     convs: tuple[ConvLayer, ...]
     shortcut: ConvLayer | None
     residual: bool = True
+    sum_relu: bool = True
 
     @property
     def out_channels(self) -> int:
@@ -122,7 +131,7 @@ class NetPlan:
 
 def make_plan(space: SearchSpace, blocks: tuple[int, ...], widths: dict[str, int]) -> NetPlan:
     """The exact layers of the compact network: kept blocks in order, each conv reading the
-    width its predecessor actually outputs."""
+    width its predecessor actually outputs (a depthwise conv outputs that width too)."""
     stem = ConvLayer(
         "stem",
         space.in_channels,
@@ -131,6 +140,7 @@ def make_plan(space: SearchSpace, blocks: tuple[int, ...], widths: dict[str, int
         space.stem.stride,
         space.stem_conv_size(),
         space.stem.relu,
+        relu6=space.stem.relu6,
     )
     size = space.stem_out_size()
     width = stem.out_channels
@@ -142,19 +152,22 @@ def make_plan(space: SearchSpace, blocks: tuple[int, ...], widths: dict[str, int
             convs = []
             for conv in spec.convs:
                 size = layer_out_size(size, conv)
+                out_width = width if conv.depthwise else widths[conv.name]
                 convs.append(
                     ConvLayer(
                         conv.name,
                         width,
-                        widths[conv.name],
+                        out_width,
                         conv.kernel,
                         conv.stride,
                         size,
                         conv.relu,
                         max_pool=conv.max_pool,
+                        depthwise=conv.depthwise,
+                        relu6=conv.relu6,
                     )
                 )
-                width = widths[conv.name]
+                width = out_width
             shortcut = None
             needs_projection = spec.projection or (
                 spec.residual and space.shortcut == "projection" and in_width != width
@@ -171,7 +184,9 @@ def make_plan(space: SearchSpace, blocks: tuple[int, ...], widths: dict[str, int
                     False,
                     pooled,
                 )
-            block = BlockPlan(spec.name, in_width, tuple(convs), shortcut, spec.residual)
+            block = BlockPlan(
+                spec.name, in_width, tuple(convs), shortcut, spec.residual, spec.sum_relu
+            )
             width = block.out_channels
             planned.append(block)
         stages.append(tuple(planned))
@@ -317,6 +332,7 @@ class Arch:
             "num_classes": space.num_classes,
             "shortcut": space.shortcut,
             "input_size": space.input_size,
+            **({"width_mult": space.width_mult} if space.width_mult != 1.0 else {}),
             "blocks": list(self.blocks),
             "widths": dict(self.widths),
             "macs": self.macs,
@@ -360,6 +376,9 @@ class Arch:
             raise ArchFormatError(
                 f"field 'input_size' must be a positive integer, got {input_size!r}"
             )
+        width_mult = data.get("width_mult", 1.0)
+        if not isinstance(width_mult, (int, float)) or isinstance(width_mult, bool):
+            raise ArchFormatError(f"field 'width_mult' must be a number, got {width_mult!r}")
         try:
             space = SearchSpace.from_name(
                 data["backbone"],
@@ -368,9 +387,14 @@ class Arch:
                 block=data.get("block"),
                 shortcut=shortcut,
                 input_size=input_size,
+                width_mult=width_mult,
             )
         except ValueError as err:
             raise ArchFormatError(str(err)) from None
+        if space.depth != data["depth"]:  # a backbone of one depth (MobileNetV2)
+            raise ArchFormatError(
+                f"field 'depth' says {data['depth']} but {space.describe()} has depth {space.depth}"
+            )
         search = data.get("search", {})
         if not isinstance(search, dict):
             raise ArchFormatError("field 'search' must be an object")

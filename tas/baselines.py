@@ -33,16 +33,18 @@ from tas.space import SearchSpace
 
 def prunable_convs(space: SearchSpace) -> list[str]:
     """Names of the convs the baselines prune: every conv of a residual block but its last,
-    every conv of a plain chain (VGG), and the stem unless an identity shortcut adds it."""
+    every conv of a plain chain (VGG), and the stem unless an identity shortcut adds it; of
+    those, the searchable ones (a MobileNetV2 keeps its residual stream, every block's
+    projection, whole; a depthwise conv has no width of its own and follows its input)."""
     first = space.stages[0].blocks[0]
-    stem = [] if first.residual and not first.projection else [space.stem.name]
+    stem = [] if first.residual and not first.projection else [space.stem]
     inner = [
-        c.name
+        c
         for stage in space.stages
         for b in stage.blocks
         for c in (b.convs[:-1] if b.residual else b.convs)
     ]
-    return stem + inner
+    return [c.name for c in stem + inner if not c.depthwise and space.searchable(c)]
 
 
 def named_convs(model: CompactNet, arch: Arch) -> dict[str, ConvBN]:

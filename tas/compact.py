@@ -17,8 +17,8 @@ from tas.arch import Arch, BlockPlan, ConvLayer
 
 
 class ConvBN(nn.Sequential):
-    """[AvgPool(2) | MaxPool(2)] -> Conv (no bias) -> BN [-> ReLU], as planned by a
-    `ConvLayer`."""
+    """[AvgPool(2) | MaxPool(2)] -> Conv (no bias; grouped per channel when depthwise) -> BN
+    [-> ReLU | ReLU6], as planned by a `ConvLayer`."""
 
     def __init__(self, layer: ConvLayer) -> None:
         mods: list[nn.Module] = [nn.AvgPool2d(2)] if layer.pool else []
@@ -30,32 +30,36 @@ class ConvBN(nn.Sequential):
                 layer.kernel,
                 layer.stride,
                 padding=layer.kernel // 2,
+                groups=layer.in_channels if layer.depthwise else 1,
                 bias=False,
             ),
             nn.BatchNorm2d(layer.out_channels),
         ]
         if layer.relu:
-            mods.append(nn.ReLU(inplace=True))
+            mods.append(nn.ReLU6(inplace=True) if layer.relu6 else nn.ReLU(inplace=True))
         super().__init__(*mods)
 
 
 class ResidualBlock(nn.Module):
     """``relu(main(x) + shortcut(x))``; an identity shortcut of another width is zero-padded
     into the first channels of the wider tensor (the original CIFAR ResNet's option A). A plan
-    with ``residual=False`` is ``main(x)`` alone."""
+    with ``residual=False`` is ``main(x)`` alone; with ``sum_relu=False`` the sum is not
+    rectified (MobileNetV2)."""
 
     def __init__(self, plan: BlockPlan) -> None:
         super().__init__()
         self.main = nn.Sequential(*(ConvBN(c) for c in plan.convs))
         self.shortcut = ConvBN(plan.shortcut) if plan.shortcut is not None else None
         self.residual = plan.residual
+        self.sum_relu = plan.sum_relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.main(x)
         if not self.residual:
             return out
         skip = self.shortcut(x) if self.shortcut is not None else x
-        return F.relu(add_padded(out, skip))
+        out = add_padded(out, skip)
+        return F.relu(out) if self.sum_relu else out
 
 
 def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -69,7 +73,8 @@ def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class CompactNet(nn.Module):
-    """Stem [-> max-pool] -> stages of residual blocks -> global average pool -> linear head."""
+    """Stem [-> max-pool] -> stages of residual blocks -> global average pool [-> dropout] ->
+    linear head."""
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()
@@ -94,7 +99,10 @@ class CompactNet(nn.Module):
         return self.stages(self.stem_pool(self.stem(x))).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, classes)
+        x = self.features(x)
+        if self.space.dropout:  # functional: no module, so state dicts and module trees stay
+            x = F.dropout(x, self.space.dropout, self.training)
+        return self.head(x)  # (B, classes)
 
 
 def build_model(
@@ -150,7 +158,8 @@ def inherit_weights(
     the stem where the first block adds its input) must keep a prefix: compact residual sums
     align channels by position, so any other choice would add unrelated channels together.
     Pruning methods therefore prune inside residual blocks only, as Li et al. (2017) and Liu et
-    al. (2017) do for ResNets; in a plain chain (VGG) every conv may keep any filters.
+    al. (2017) do for ResNets; in a plain chain (VGG) every conv may keep any filters. A
+    depthwise conv keeps the filters of the channels its input kept (it has no ``keep`` entry).
     """
     full = Arch.full(arch.space)
     if getattr(source, "space", None) != arch.space or count_params(source) != full.params:
@@ -184,6 +193,9 @@ def inherit_weights(
             block_in = in_idx = stream
             layers = list(zip(block_plan.convs, block.main, src_block.main))
             for i, (layer, dst, src) in enumerate(layers):
+                if layer.depthwise:  # filter j reads channel j only: it follows its input
+                    _copy_conv_bn(dst, src, in_idx, torch.zeros(1, dtype=torch.long))
+                    continue
                 in_sum = block_plan.residual and i == len(layers) - 1
                 out_idx = kept(layer.name, layer.out_channels, in_sum)
                 _copy_conv_bn(dst, src, out_idx, in_idx)

@@ -9,7 +9,8 @@ CDF F_x * F_y. With one-hot distributions the same code returns the exact MACs o
 network, so the cost loss's "argmax MACs" and `Arch.macs` cannot disagree.
 
 The paper's model takes E[C_in] of a conv as E[C_out] of the conv feeding it; ours agrees with it
-wherever no max is involved and is exact where one is (see tas-method.md, "Expected FLOPs").
+wherever no max is involved and is exact where one is (see tas-method.md, "Expected FLOPs"). A
+depthwise conv (MobileNetV2) has its input's width, and its MACs are linear in it: k^2 H W E[C].
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def expected_macs(
         same = (cin * cout * counts**2).sum()
         return size**2 * (_mean(cin) * _mean(cout) - same)
 
+    def depthwise_macs(name: str, kernel: int, size: int, width: torch.Tensor):
+        return kernel**2 * size**2 * _mean(width)
+
     return expected_cost(
         space,
         width_probs,
@@ -64,6 +68,7 @@ def expected_macs(
         conv_macs,
         lambda w: _mean(w) * space.num_classes,
         projection_macs,
+        depthwise_macs,
     )
 
 
@@ -74,6 +79,7 @@ def expected_cost(
     conv_cost: ConvCost,
     head_cost: Callable[[torch.Tensor], torch.Tensor],
     projection_cost: Callable[[str, int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    depthwise_cost: Callable[[str, int, int, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The expectation of a cost that sums over the built network's convs, under the width and
     depth distributions (see `expected_macs` for the arguments). ``conv_cost(name, kernel,
@@ -82,6 +88,8 @@ def expected_cost(
     shortcut is named ``BLOCK.shortcut``. ``head_cost(width)`` prices the head's input width.
     ``projection_cost(name, out_size, cin, cout)`` prices the 1x1 projections that a
     ``shortcut="projection"`` space builds where an identity block's widths differ.
+    ``depthwise_cost(name, kernel, out_size, width)`` prices a depthwise conv, whose input and
+    output width are one and the same.
     """
     convs = space.convs()
     length = max(c.channels for c in convs) + 1
@@ -113,6 +121,11 @@ def expected_cost(
             cost = 0.0
             for conv in block.convs:
                 size = layer_out_size(size, conv)
+                if conv.depthwise:  # its width is its input's: width goes on unchanged
+                    if depthwise_cost is None:
+                        raise ValueError("this cost does not price depthwise convs")
+                    cost = cost + depthwise_cost(conv.name, conv.kernel, size, width)
+                    continue
                 cost = cost + conv_cost(conv.name, conv.kernel, size, width, dists[conv.name])
                 width = dists[conv.name]
             if block.projection:  # the full network's projection: [AvgPool(stride)] + 1x1 conv

@@ -2,11 +2,13 @@
 depth candidates.
 
 A space describes a residual CNN as a stem conv (optionally followed by a 3x3/2 max-pool),
-stages of residual blocks, global average pooling and a linear head. Every main-path conv has a
-distribution over its candidate widths; a conv with one candidate is fixed (torchvision ResNets
-keep each block's last conv, the residual stream, at full width); a block's projection shortcut
-takes the width of the block's last conv. The supernet, the cost model and the compact builder all read this description, so a new
-backbone is a new `SearchSpace` constructor, not new supernet/cost/builder code.
+stages of residual blocks, global average pooling (then dropout, where the network has it) and
+a linear head. Every main-path conv has a distribution over its candidate widths; a conv with
+one candidate is fixed (torchvision ResNets keep each block's last conv, the residual stream, at
+full width); a block's projection shortcut takes the width of the block's last conv; a
+depthwise conv (MobileNetV2) has no width of its own: it takes its input's. The supernet, the
+cost model and the compact builder all read this description, so a new backbone is a new
+`SearchSpace` constructor, not new supernet/cost/builder code.
 
 Names are places in the network: ``stem``, ``stage1.block0.conv_a``, ... (stages count from 1,
 blocks from 0, as in most CIFAR ResNet code).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 # Width ratios r in {0.3, 0.4, ..., 1.0}, as tenths so floor(C * r) is exact integer arithmetic.
 WIDTH_RATIO_TENTHS: tuple[int, ...] = (3, 4, 5, 6, 7, 8, 9, 10)
@@ -44,6 +47,26 @@ IMAGENET_RESNET_LAYERS: dict[int, tuple[str, tuple[int, ...]]] = {
 }
 
 
+class InvertedResidualStage(NamedTuple):
+    """One row of MobileNetV2's layer table (Sandler et al. 2018, Table 2)."""
+
+    expansion: int  # t: hidden width = t x block input width (t == 1: no expansion conv)
+    channels: int  # c: output width at width multiplier 1
+    blocks: int  # n
+    stride: int  # s: the stride of the stage's first block (the others: 1)
+
+
+MOBILENET_V2_STAGES: tuple[InvertedResidualStage, ...] = (
+    InvertedResidualStage(1, 16, 1, 1),
+    InvertedResidualStage(6, 24, 2, 2),
+    InvertedResidualStage(6, 32, 3, 2),
+    InvertedResidualStage(6, 64, 4, 2),
+    InvertedResidualStage(6, 96, 3, 1),
+    InvertedResidualStage(6, 160, 3, 2),
+    InvertedResidualStage(6, 320, 1, 1),
+)
+
+
 def width_candidates(
     channels: int, tenths: tuple[int, ...] = WIDTH_RATIO_TENTHS, multiple: int = 1
 ) -> tuple[int, ...]:
@@ -58,6 +81,13 @@ def width_candidates(
             min(channels, max(multiple, (w + multiple // 2) // multiple * multiple)) for w in widths
         }
     return tuple(sorted(widths))
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """torchvision's MobileNet channel rounding: ``value`` to the nearest multiple of
+    ``divisor`` (at least ``divisor``), one multiple more where that lost over 10% of it."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 def depth_candidates(num_blocks: int) -> tuple[int, ...]:
@@ -88,7 +118,12 @@ def layer_out_size(size: int, conv: ConvSpec) -> int:
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """One searchable conv (followed by its BatchNorm, and ReLU when ``relu``)."""
+    """One searchable conv (followed by its BatchNorm, and ReLU when ``relu``).
+
+    A ``depthwise`` conv (groups == channels, MobileNetV2) filters each of its input channels
+    alone, so its width is its input's: it has no distribution, is not one of
+    `SearchSpace.convs` and has no entry in an Arch's widths (``candidates`` is its full width).
+    """
 
     name: str
     channels: int  # full width C of this conv's output
@@ -97,6 +132,8 @@ class ConvSpec:
     stride: int
     relu: bool
     max_pool: bool = False  # a 2x2 stride-2 max-pool before the conv (VGG)
+    depthwise: bool = False  # groups == channels; its width is its input's (MobileNetV2)
+    relu6: bool = False  # the ReLU clamps at 6, min(max(x, 0), 6) (MobileNetV2)
 
 
 @dataclass(frozen=True)
@@ -106,7 +143,9 @@ class BlockSpec:
     ``projection`` is True where the *full* network needs a 1x1 conv + BN on the shortcut
     (stride 2, or input width != output width); a stride-2 shortcut pools with AvgPool(2) first
     (``SearchSpace.downsample == "avgpool"``) or strides its 1x1 conv (``"strided"``).
-    A block with ``residual=False`` is its convs alone (their own BN and ReLU).
+    A block with ``residual=False`` is its convs alone (their own BN and ReLU); one with
+    ``sum_relu=False`` is ``convs(x) + shortcut(x)``, no ReLU after the sum (MobileNetV2's
+    linear bottleneck).
     """
 
     name: str
@@ -114,6 +153,7 @@ class BlockSpec:
     stride: int
     projection: bool
     residual: bool = True  # False: a plain chain of convs, no shortcut and no sum (VGG)
+    sum_relu: bool = True  # a ReLU after the residual sum
 
     @property
     def last(self) -> ConvSpec:
@@ -141,6 +181,8 @@ class SearchSpace:
     shortcut: str = "zero_pad"  # how compact identity blocks join mismatched widths
     stem_pool: bool = False  # a 3x3 stride-2 max-pool (padding 1) after the stem
     downsample: str = "avgpool"  # how a stride-2 projection shortcut reduces: see BlockSpec
+    width_mult: float = 1.0  # MobileNetV2's width multiplier (the full network's widths)
+    dropout: float = 0.0  # dropout probability on the pooled features, before the head
     _index: dict[str, ConvSpec] = field(default=None, compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -278,6 +320,84 @@ class SearchSpace:
         return SearchSpace("cifar_vgg", depth, num_classes, 32, 3, stem, stages)
 
     @staticmethod
+    def mobilenet_v2(
+        num_classes: int = 1000,
+        input_size: int = 224,
+        width_mult: float = 1.0,
+        width_tenths: tuple[int, ...] = WIDTH_RATIO_TENTHS,
+        width_multiple: int = 1,
+    ) -> SearchSpace:
+        """torchvision's MobileNetV2 exactly (Sandler et al. 2018): a 3x3/2 stem conv
+        (conv-BN-ReLU6); the inverted-residual blocks of `MOBILENET_V2_STAGES`, each a 1x1
+        expansion to t x its input width (conv-BN-ReLU6; absent when t == 1), a 3x3 depthwise
+        conv with the block's stride (conv-BN-ReLU6) and a linear 1x1 projection (conv-BN), its
+        input added where the stride is 1 and the widths are equal (no ReLU after the sum); a
+        1x1 conv-BN-ReLU6 to 1280; global average pool, dropout 0.2, linear head. Widths are
+        ``width_mult`` x torchvision's, rounded by `make_divisible`, as torchvision rounds them.
+        Any ``input_size`` keeps torchvision's strides (32x32 inputs end on a 1x1 map).
+
+        Searchable: each block's expansion width (its depthwise conv takes the same width: one
+        choice, not two); the stem, which is block 0's expansion (t == 1), unless that block
+        adds it to its output (small multipliers: 0.25); the last 1x1 conv; the depth of every stage
+        of more than one block (its first block changes width or stride and is always kept).
+        Each block's projection, the residual stream, stays at full width. ``depth`` is 53, the
+        network's 52 convs and linear layer: a name, not a choice.
+        """
+        if not width_mult > 0:
+            raise ValueError(f"width_mult must be positive, got {width_mult}")
+        if input_size < 1:
+            raise ValueError(f"input_size must be positive, got {input_size}")
+
+        def conv(name: str, channels: int, kernel: int, stride: int, search: bool) -> ConvSpec:
+            candidates = (
+                width_candidates(channels, width_tenths, width_multiple) if search else (channels,)
+            )
+            return ConvSpec(name, channels, candidates, kernel, stride, True, relu6=True)
+
+        in_width = make_divisible(32 * width_mult)
+        first = MOBILENET_V2_STAGES[0]
+        stem_in_sum = first.stride == 1 and make_divisible(first.channels * width_mult) == in_width
+        stem = conv("stem", in_width, 3, 2, not stem_in_sum)
+        stages = []
+        for s, row in enumerate(MOBILENET_V2_STAGES):
+            out = make_divisible(row.channels * width_mult)
+            blocks = []
+            for b in range(row.blocks):
+                stride = row.stride if b == 0 else 1
+                prefix = f"stage{s + 1}.block{b}"
+                hidden = in_width * row.expansion
+                convs = [conv(f"{prefix}.expand", hidden, 1, 1, True)] if row.expansion > 1 else []
+                convs.append(
+                    ConvSpec(
+                        f"{prefix}.depthwise", hidden, (hidden,), 3, stride, True,
+                        depthwise=True, relu6=True,
+                    )
+                )  # fmt: skip
+                convs.append(ConvSpec(f"{prefix}.project", out, (out,), 1, 1, False))  # linear
+                residual = stride == 1 and in_width == out
+                blocks.append(
+                    BlockSpec(prefix, tuple(convs), stride, False, residual, sum_relu=False)
+                )
+                in_width = out
+            stages.append(StageSpec(f"stage{s + 1}", tuple(blocks), depth_candidates(row.blocks)))
+        # the last 1x1 conv: a stage of one plain block, as a VGG layer is
+        name = f"stage{len(stages) + 1}"
+        last = conv(f"{name}.block0.conv", make_divisible(1280 * max(1.0, width_mult)), 1, 1, True)
+        last_block = BlockSpec(f"{name}.block0", (last,), 1, False, residual=False)
+        stages.append(StageSpec(name, (last_block,), (1,)))
+        return SearchSpace(
+            "mobilenet_v2",
+            53,
+            num_classes,
+            input_size,
+            3,
+            stem,
+            tuple(stages),
+            width_mult=float(width_mult),
+            dropout=0.2,
+        )
+
+    @staticmethod
     def from_name(
         backbone: str,
         depth: int,
@@ -286,10 +406,23 @@ class SearchSpace:
         shortcut: str = "zero_pad",
         input_size: int | None = None,
         width_multiple: int = 1,
+        width_mult: float = 1.0,
     ) -> SearchSpace:
         """A space by its identifiers: those stored in found.json, or the command line's
         ``--model.backbone`` (``input_size`` None: the backbone's own, 32 for CIFAR and 224 for
-        ImageNet networks; ``width_multiple``: see `width_candidates`)."""
+        ImageNet networks; ``width_multiple``: see `width_candidates`). ``mobilenet_v2`` has
+        one depth and does not read ``depth``; ``width_mult`` is its width multiplier."""
+        if backbone == "mobilenet_v2":
+            if block not in (None, "inverted_residual") or shortcut != "zero_pad":
+                raise ValueError(
+                    f"a MobileNetV2 has inverted_residual blocks and zero_pad shortcuts, got "
+                    f"block {block!r}, shortcut {shortcut!r}"
+                )
+            return SearchSpace.mobilenet_v2(
+                num_classes, input_size or 224, width_mult, width_multiple=width_multiple
+            )
+        if width_mult != 1.0:
+            raise ValueError(f"width_mult is a mobilenet_v2 setting, not one of {backbone!r}")
         if backbone == "cifar_resnet":
             if input_size not in (None, 32):
                 raise ValueError(f"a CIFAR ResNet takes 32x32 inputs, got input_size {input_size}")
@@ -321,15 +454,17 @@ class SearchSpace:
 
     # ---------------------------------------------------------------- queries
     def convs(self) -> list[ConvSpec]:
-        """Every searchable conv in network order: the stem, then each block's convs."""
+        """Every conv with a width of its own, in network order: the stem, then each block's
+        convs (depthwise convs take their input's width and are not listed)."""
         return self.kept_convs(self.max_blocks)
 
     def kept_convs(self, blocks: tuple[int, ...]) -> list[ConvSpec]:
-        """The convs of a network keeping ``blocks[s]`` blocks of stage s, in network order."""
+        """The convs of a network keeping ``blocks[s]`` blocks of stage s, in network order;
+        depthwise convs, whose width is their input's, are not listed."""
         out = [self.stem]
         for stage, kept in zip(self.stages, blocks):
             for block in stage.blocks[:kept]:
-                out.extend(block.convs)
+                out.extend(c for c in block.convs if not c.depthwise)
         return out
 
     def conv(self, name: str) -> ConvSpec:
@@ -373,12 +508,16 @@ class SearchSpace:
     @property
     def block_kind(self) -> str:
         first = self.stages[0].blocks[0]
+        if any(c.depthwise for c in first.convs):
+            return "inverted_residual"
         if not first.residual:
             return "plain"
         return "bottleneck" if len(first.convs) == 3 else "basic"
 
     def describe(self) -> str:
         size = "" if self.input_size == 32 else f", {self.input_size}x{self.input_size}"
+        if self.backbone == "mobilenet_v2":
+            return f"mobilenet_v2 x{self.width_mult:g} ({self.num_classes} classes{size})"
         return f"{self.backbone}-{self.depth} ({self.block_kind}, {self.num_classes} classes{size})"
 
 
@@ -418,5 +557,5 @@ def _resnet_stages(
     return tuple(stages)
 
 
-BACKBONES = ("cifar_resnet", "imagenet_resnet", "cifar_vgg")
+BACKBONES = ("cifar_resnet", "imagenet_resnet", "cifar_vgg", "mobilenet_v2")
 """The backbones `SearchSpace.from_name` knows."""

@@ -9,6 +9,8 @@ One forward pass (``Supernet.forward``):
   * depth: every block of a stage runs; the stage output mixes the outputs after each depth
     choice with Gumbel-softmax weights, aligned by CWI.
 ``forward_argmax`` runs the derived network (argmax widths and depths) on the shared weights.
+A depthwise conv (MobileNetV2) has no width of its own: it runs on whatever width the mixture
+before it has (`SearchDepthwise`).
 
 Cost: a conv computes only the input channels present and the filters needed, never a
 zero-padded full-width tensor. The sampled widths decide tensor shapes, so each forward moves
@@ -35,7 +37,7 @@ from tas.space import SearchSpace
 
 class SearchConv(nn.Module):
     """[AvgPool | MaxPool] -> conv at full size whose candidate widths share its first filters ->
-    one BN per candidate -> mixture of the picked widths [-> ReLU]."""
+    one BN per candidate -> mixture of the picked widths [-> ReLU | ReLU6]."""
 
     def __init__(
         self,
@@ -46,6 +48,7 @@ class SearchConv(nn.Module):
         relu: bool,
         pool: int = 1,
         max_pool: bool = False,
+        relu6: bool = False,
     ) -> None:
         super().__init__()
         self.candidates = tuple(candidates)
@@ -53,7 +56,7 @@ class SearchConv(nn.Module):
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
         self.bns = nn.ModuleList(nn.BatchNorm2d(c) for c in self.candidates)
         self.stride, self.padding, self.relu, self.pool = stride, kernel // 2, relu, pool
-        self.max_pool = max_pool
+        self.max_pool, self.relu6 = max_pool, relu6
 
     def forward(
         self, x: torch.Tensor, picks: Sequence[int], weights: torch.Tensor | None
@@ -73,7 +76,47 @@ class SearchConv(nn.Module):
             part = _batch_norm(self.bns[i], y if c == widest else y[:, :c], scale)  # (B, c, H', W')
             part = channel_interpolate(part, widest)
             out = part if out is None else out + part
-        return F.relu(out, inplace=True) if self.relu else out
+        return _activate(out, self.relu, self.relu6)
+
+
+class SearchDepthwise(nn.Module):
+    """A depthwise conv (groups == channels) whose width is its input's: the first C filters
+    run on the C channels it is given -> the BN of width C [-> ReLU | ReLU6].
+
+    Its width is not a choice (no logits, no mixture of its own): the expansion conv feeding it
+    has already mixed its picks into one tensor as wide as the widest pick. It keeps one BN per
+    width that input can have (the candidates of the conv feeding it), picked by the input's
+    width, as every other conv keeps one per candidate: the derived network, whose expansion
+    has width c, runs this conv with the BN of width c, trained whenever c was the widest pick.
+    One shared full-width BN sliced to c channels would instead pool the statistics of inputs
+    of every width, and channel j of an input of width c is not the same feature at every c
+    (CWI stretches the narrower pick over the widest), so its statistics would fit none of them.
+    """
+
+    def __init__(
+        self, input_widths: Sequence[int], kernel: int, stride: int, relu: bool, relu6: bool
+    ) -> None:
+        super().__init__()
+        self.candidates = tuple(input_widths)  # the widths of its BNs, ascending
+        self.weight = nn.Parameter(torch.empty(self.candidates[-1], 1, kernel, kernel))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        self.bns = nn.ModuleList(nn.BatchNorm2d(c) for c in self.candidates)
+        self._bn_of = {c: i for i, c in enumerate(self.candidates)}
+        self.stride, self.padding, self.relu, self.relu6 = stride, kernel // 2, relu, relu6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W), C one of the input widths -> (B, C, H', W')."""
+        c = x.shape[1]
+        if c not in self._bn_of:
+            raise ValueError(f"a depthwise conv built for widths {self.candidates} was given {c}")
+        y = F.conv2d(x, self.weight[:c], None, self.stride, self.padding, groups=c)
+        return _activate(self.bns[self._bn_of[c]](y), self.relu, self.relu6)
+
+
+def _activate(x: torch.Tensor, relu: bool, relu6: bool) -> torch.Tensor:
+    if not relu:
+        return x
+    return F.relu6(x, inplace=True) if relu6 else F.relu(x, inplace=True)
 
 
 def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
@@ -102,29 +145,32 @@ def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None)
 class SearchBlock(nn.Module):
     """``relu(convs(x) + shortcut(x))``; the shortcut conv (where the full network has one)
     reuses the picks of the block's last conv, and an identity shortcut is zero-padded. With
-    ``residual=False``, ``convs(x)`` alone."""
+    ``residual=False``, ``convs(x)`` alone; with ``sum_relu=False``, no ReLU after the sum."""
 
     def __init__(
         self,
-        convs: list[SearchConv],
-        rows: list[int],
+        convs: list[SearchConv | SearchDepthwise],
+        rows: list[int | None],
         shortcut: SearchConv | None,
         residual: bool = True,
+        sum_relu: bool = True,
     ) -> None:
         super().__init__()
         self.convs = nn.ModuleList(convs)
-        self.rows = rows  # rows of the width logits, one per conv
+        self.rows = rows  # rows of the width logits, one per conv (None: a depthwise conv)
         self.shortcut = shortcut
         self.residual = residual
+        self.sum_relu = sum_relu
 
     def forward(self, x: torch.Tensor, choice: _Choice) -> torch.Tensor:
         out = x
         for conv, row in zip(self.convs, self.rows):
-            out = conv(out, *choice.width(row))
+            out = conv(out) if row is None else conv(out, *choice.width(row))
         if not self.residual:  # a plain chain (VGG)
             return out
         skip = x if self.shortcut is None else self.shortcut(x, *choice.width(self.rows[-1]))
-        return F.relu(add_padded(out, skip))
+        out = add_padded(out, skip)
+        return F.relu(out) if self.sum_relu else out
 
 
 @dataclass
@@ -185,22 +231,27 @@ class Supernet(nn.Module):
 
         stem = space.stem
         self.stem = SearchConv(
-            space.in_channels, stem.candidates, stem.kernel, stem.stride, stem.relu
-        )
+            space.in_channels, stem.candidates, stem.kernel, stem.stride, stem.relu,
+            relu6=stem.relu6,
+        )  # fmt: skip
         self.stem_pool = nn.MaxPool2d(3, 2, 1) if space.stem_pool else nn.Identity()
-        in_width = stem.channels
+        in_width, in_widths = stem.channels, stem.candidates
         self.stages = nn.ModuleList()
         for stage in space.stages:
             blocks = nn.ModuleList()
             for block in stage.blocks:
-                convs_, prev = [], in_width
+                convs_, prev, widths = [], in_width, in_widths
                 for c in block.convs:
+                    if c.depthwise:  # its width follows the widths its input can have
+                        convs_.append(SearchDepthwise(widths, c.kernel, c.stride, c.relu, c.relu6))
+                        continue
                     convs_.append(
                         SearchConv(
-                            prev, c.candidates, c.kernel, c.stride, c.relu, max_pool=c.max_pool
+                            prev, c.candidates, c.kernel, c.stride, c.relu, max_pool=c.max_pool,
+                            relu6=c.relu6,
                         )
-                    )
-                    prev = c.channels
+                    )  # fmt: skip
+                    prev, widths = c.channels, c.candidates
                 shortcut = None
                 if block.projection and space.downsample == "strided":
                     shortcut = SearchConv(in_width, block.last.candidates, 1, block.stride, False)
@@ -208,9 +259,9 @@ class Supernet(nn.Module):
                     shortcut = SearchConv(
                         in_width, block.last.candidates, 1, 1, False, pool=block.stride
                     )
-                rows_ = [rows[c.name] for c in block.convs]
-                blocks.append(SearchBlock(convs_, rows_, shortcut, block.residual))
-                in_width = block.last.channels
+                rows_ = [None if c.depthwise else rows[c.name] for c in block.convs]
+                blocks.append(SearchBlock(convs_, rows_, shortcut, block.residual, block.sum_relu))
+                in_width, in_widths = block.last.channels, block.last.candidates
             self.stages.append(blocks)
         self.head = nn.Linear(space.head_in, space.num_classes)
 
@@ -378,7 +429,10 @@ class Supernet(nn.Module):
                 if p + 1 in depths:
                     outputs.append(x)
             x = self._mix_depths(outputs, choice.depth_weights[s], picks)
-        return F.linear(x.mean(dim=(2, 3)), self.head.weight[:, : x.shape[1]], self.head.bias)
+        x = x.mean(dim=(2, 3))  # (B, C)
+        if self.space.dropout:
+            x = F.dropout(x, self.space.dropout, self.training)
+        return F.linear(x, self.head.weight[:, : x.shape[1]], self.head.bias)
 
     @staticmethod
     def _mix_depths(

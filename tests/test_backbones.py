@@ -82,7 +82,7 @@ def test_from_torchvision_reproduces_the_model_outputs(depth):
 
 def test_other_torchvision_models_are_refused_in_one_line():
     with pytest.raises(ValueError, match="reads torchvision ResNets"):
-        tas.from_torchvision(torchvision.models.mobilenet_v2())
+        tas.from_torchvision(torchvision.models.mobilenet_v3_small())
     with pytest.raises(ValueError, match="ResNeXt and wide ResNets"):
         tas.from_torchvision(torchvision.models.wide_resnet50_2())
 
