@@ -52,6 +52,7 @@ from lightning_modules.teacher import TeacherError, load_teacher, save_network
 from tas.amc import Episode, amc_prune
 from tas.arch import Arch, ArchFormatError, check_ratio
 from tas.baselines import l1_norm_prune, slimming_prune
+from tas.channel_selection import lasso_prune, thinet_prune
 from tas.latency import LatencyTable
 from tas.netadapt import Iteration, netadapt_prune, netadapt_prune_macs
 from tas.schedules import parse_round, prune_further, round_macs_ratio, round_sparsity
@@ -86,6 +87,16 @@ def batches(args: argparse.Namespace, model: torch.nn.Module, half: str) -> list
     "arch": held-out scores) as normalised ``(x, y)`` batches."""
     size = model.space.input_size
     return sample_batches(args.data_name, args.root, size, args.images, half, args.batch)
+
+
+def channel_selection(prune: Callable) -> DataMethod:
+    """ThiNet or LASSO (tas/channel_selection.py): activations sampled at 10 positions of each of
+    ``--images`` images of the weights half; the rebuilt next layers go to NAME.init.ckpt."""
+    return lambda model, ratio, args: prune(model, ratio, batches(args, model, "weights"))
+
+
+DATA_METHODS["thinet"] = channel_selection(thinet_prune)
+DATA_METHODS["lasso"] = channel_selection(lasso_prune)
 
 
 def amc(model: torch.nn.Module, ratio: float, args: argparse.Namespace) -> tuple:
