@@ -280,3 +280,23 @@ def test_prune_further_of_the_full_network_is_the_one_shot_criterion():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     with pytest.raises(ValueError, match="already within"):
         prune_further(l1_norm_prune, a, arch, 0.9)
+
+
+def test_bad_iterative_options_are_one_line(tmp_path, capsys):
+    teacher = tmp_path / "teacher.ckpt"
+    save_network(teacher, network(), tas.Arch.full(SPACE))
+    other = tmp_path / "other.masks.pt"
+    torch.save(b"", other)
+    cases = {
+        ("--method=magnitude", "--sparsity=0.9", "--round=4/3"): "1 <= R <= K",
+        ("--method=slimming", "--ratio=0.5", "--round=1/2"): "--round works with",
+        ("--method=l1_norm", "--ratio=0.5", f"--masks={other}"): "--masks goes with",
+        ("--method=magnitude", "--sparsity=0.9", f"--masks={other}"): "cannot be read",
+    }
+    for args, needle in cases.items():
+        out = tmp_path / "found.json"
+        with pytest.raises(SystemExit) as exit_info:
+            prune.main([*args, f"--teacher={teacher}", f"--out={out}"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1 and needle in err, err
+        assert not out.exists()
