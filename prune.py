@@ -101,10 +101,17 @@ DATA_METHODS["lasso"] = channel_selection(lasso_prune)
 
 def amc(model: torch.nn.Module, ratio: float, args: argparse.Namespace) -> tuple:
     """AMC (tas/amc.py): ``--episodes`` episodes of its DDPG agent (the first quarter random),
-    each pruned network scored, unretrained, on ``--images`` held-out images."""
+    each pruned network scored, unretrained, on ``--images`` held-out images, after its BN
+    statistics are recomputed on ``--calibration_images`` training-half images (0: inherited)."""
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.calibration_images < 0:
+        raise ValueError(f"--calibration_images must be >= 0, got {args.calibration_images}")
     held_out = batches(args, model, "arch")
+    calibration = None
+    if args.calibration_images:
+        size, n = model.space.input_size, args.calibration_images
+        calibration = sample_batches(args.data_name, args.root, size, n, "weights", args.batch)
     every = max(1, args.episodes // 20)
 
     def report(e: Episode) -> None:
@@ -112,7 +119,9 @@ def amc(model: torch.nn.Module, ratio: float, args: argparse.Namespace) -> tuple
             print(f"amc episode {e.episode}/{args.episodes}: held-out top-1 {e.reward:.3f}, "
                   f"{e.macs / 1e6:.2f}M MACs ({e.seconds:.1f} s)", flush=True)  # fmt: skip
 
-    arch, keep = amc_prune(model, ratio, held_out, args.episodes, progress=report)
+    arch, keep = amc_prune(
+        model, ratio, held_out, args.episodes, progress=report, calibration=calibration
+    )
     return arch, keep, None
 
 
@@ -273,12 +282,20 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument(
         "--short_steps", type=int, default=20, help="SGD steps fine-tuning each proposal"
     )
-    parser.add_argument_group("amc").add_argument(
+    group = parser.add_argument_group("amc")
+    group.add_argument(
         "--episodes",
         type=int,
         default=400,
         help="amc: agent episodes, the first quarter random warm-up (the paper: 400); each "
         "scores one pruned network on --images held-out images",
+    )
+    group.add_argument(
+        "--calibration_images",
+        type=int,
+        default=500,
+        help="amc: training-half images each pruned network's BN statistics are recomputed on "
+        "before it is scored (0: inherited from the teacher, the paper's way)",
     )
     group = parser.add_argument_group("sss")
     group.add_argument(

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import tas
-from tas.amc import PruningEnv, amc_prune, fill_budget
+from tas.amc import DDPGAgent, PruningEnv, amc_prune, fill_budget, recalibrate_bn
 from tas.baselines import named_convs
 from tests.cli_helpers import run_script
 from tests.test_cli_errors import assert_user_error
@@ -18,8 +18,10 @@ from tests.test_cli_errors import assert_user_error
 
 @pytest.fixture(scope="module")
 def net_and_images():
-    """A ResNet-8 with random weights and distinct BN statistics, 32 random images labelled by
-    the network itself (so the full network scores 1.0 and pruned ones score less)."""
+    """A ResNet-8 with random weights and distinct BN statistics, and 32 random images labelled
+    by the network itself (the full network scores 1.0, pruned ones less). Its head reads the 10
+    features that vary most over the images, standardised: a random head gives every image the
+    same class."""
     torch.manual_seed(0)
     model = tas.build_model(tas.Arch.full(tas.SearchSpace.cifar_resnet(8)))
     for m in model.modules():
@@ -30,7 +32,14 @@ def net_and_images():
     model.eval().requires_grad_(False)
     x = torch.randn(32, 3, 32, 32)
     with torch.no_grad():
+        features = model.features(x)  # (32, 64)
+        dims = features.std(0).topk(10).indices
+        mean, std = features[:, dims].mean(0), features[:, dims].std(0)
+        model.head.weight.zero_()
+        model.head.weight[torch.arange(10), dims] = 1 / std
+        model.head.bias.copy_(-mean / std)
         y = model(x).argmax(1)
+    assert len(y.unique()) >= 8
     return model, [(x[:16], y[:16]), (x[16:], y[16:])]
 
 
@@ -117,6 +126,38 @@ def test_keep_is_the_l1_largest_filters(net_and_images):
     tas.build_model(arch, init_from=model, keep=keep)  # the filters inherit
 
 
+def test_recalibrated_bn_holds_the_calibration_images_statistics(net_and_images):
+    model, images = net_and_images
+    x = torch.cat([x for x, _ in images])
+    net = recalibrate_bn(tas.build_model(tas.Arch.full(model.space)), images)
+    stem_conv, stem_bn = net.stem[0], net.stem[1]
+    with torch.no_grad():
+        out = stem_conv(x)  # (32, 16, 32, 32); two equal batches: the mean of means is the mean
+    torch.testing.assert_close(stem_bn.running_mean, out.mean(dim=(0, 2, 3)))
+    assert not net.training and stem_bn.momentum == 0.1
+    arch, _, episodes = _search(net_and_images, 0.5, episodes=3, calibration=images[:1])
+    assert arch.search["amc"]["bn"] == "recalibrated on 16 images"
+    _, _, inherited = _search(net_and_images, 0.5, episodes=3)
+    assert [e.ratios for e in episodes] == [e.ratios for e in inherited]  # warm-up: same draws
+    assert [e.reward for e in episodes] != [e.reward for e in inherited]
+
+
+def test_agent_moves_towards_the_better_actions_and_explores_within_bounds():
+    agent = DDPGAgent(PruningEnv.FEATURES, seed=0)
+    state = torch.rand(PruningEnv.FEATURES, generator=torch.Generator().manual_seed(1))
+    actions = [i / 99 for i in range(100)]
+    for a in actions:
+        agent.remember([state], [a], -a)  # pruning less is better here
+    mu = lambda: float(torch.sigmoid(agent.actor(state)).detach())
+    before = mu()
+    for _ in range(60):
+        agent.update()
+    assert abs(before - 0.5) < 0.01 and mu() < before - 0.05
+    draws = [agent.act(state, 0.5) for _ in range(200)]
+    assert min(draws) >= 0.0 and max(draws) <= 1.0 and len(set(draws)) == 200
+    assert agent.act(state, 0.0) == pytest.approx(mu(), abs=1e-6)  # no noise: the actor
+
+
 def test_unreachable_budget_and_bad_settings_are_errors(net_and_images):
     model, images = net_and_images
     with pytest.raises(ValueError, match="smallest network AMC can reach"):
@@ -149,9 +190,10 @@ def test_prune_main_amc_writes_found_json_and_rejects_no_episodes(tmp_path, teac
 
     common = ["--method=amc", f"--teacher={teacher_ckpt}", "--ratio=0.5", "--data_name=synthetic"]
     out = tmp_path / "amc" / "found.json"
-    prune.main([*common, "--images=64", "--episodes=3", f"--out={out}"])
+    prune.main([*common, "--images=64", "--episodes=3", "--calibration_images=32", f"--out={out}"])
     assert "amc episode 3/3" in capsys.readouterr().out
     _check_found(out, 3)
+    assert json.loads(out.read_text())["search"]["amc"]["bn"] == "recalibrated on 32 images"
     with pytest.raises(SystemExit) as exit_:
         prune.main([*common, "--episodes=0", f"--out={tmp_path / 'bad.json'}"])
     assert exit_.value.code == 2 and "--episodes must be >= 1" in capsys.readouterr().err
