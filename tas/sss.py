@@ -39,8 +39,9 @@ Selection (`select_blocks`), the "SSS depth + uniform width fill" rule:
    drops that fit the budget win (bisected). Every such conv then keeps the same fraction of its
    filters to within one filter. (One exact fraction floor(C f) for all convs moves in steps of
    one filter from every conv at once, 2-3% of ResNet-20, and misses the 2% band at 0.5.)
-   ResNet-20/32/56/110 land in the band at ratios 0.2-0.9, whatever the ranking; a tiny
-   ResNet-14 can miss it (0.292 at 0.3: one stage-1 filter is 1.1% of its MACs).
+   ResNet-20/32/56/110 land in the band at ratios 0.2-0.9 whatever the ranking, ImageNet
+   ResNet-18/50 and MobileNetV2 at 0.5 too; a tiny ResNet-14 can miss it (0.292 at 0.3: one
+   stage-1 filter is 1.1% of its MACs).
 found.json's ``search`` records ``block_lambdas`` (every removable block), ``removed_blocks`` (in
 removal order), ``block_sources`` (pruned position -> the full block it came from, where they
 differ) and ``width_fill`` (None, or the fraction of those filters kept and the narrowed widths).
@@ -218,12 +219,14 @@ def _kept_indices(space: SearchSpace, removed: list[BlockRef]) -> list[list[int]
 
 def _sources(space: SearchSpace, kept: list[list[int]]) -> dict[str, str]:
     """Conv name at each position of the pruned network -> the full network's conv it came
-    from (the same name unless blocks moved down)."""
+    from (the same name unless blocks moved down); the convs an Arch gives a width, so no
+    depthwise conv (its width is its input's)."""
     out = {space.stem.name: space.stem.name}
     for stage, indices in zip(space.stages, kept):
         for position, source in enumerate(indices):
             for here, there in zip(stage.blocks[position].convs, stage.blocks[source].convs):
-                out[here.name] = there.name
+                if not here.depthwise:
+                    out[here.name] = there.name
     return out
 
 

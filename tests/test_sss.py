@@ -88,6 +88,19 @@ def test_resnet_20_and_56_land_in_the_band_at_half_the_macs(depth, seed):
     assert arch.search["removed_blocks"] == order[: len(arch.search["removed_blocks"])]
 
 
+def test_mobilenet_v2_depthwise_convs_follow_their_input():
+    """Removable inverted-residual blocks (linear bottleneck: no ReLU to fold across); the
+    depthwise convs have no width of their own, in the pruned Arch or the fill."""
+    model = tas.build_model(tas.Arch.full(tas.SearchSpace.mobilenet_v2())).eval()
+    names = [r.name for r in removable_blocks(model.space)]
+    order = [n for n in names if n.endswith("block1")] + [
+        n for n in names if not n.endswith("block1")
+    ]
+    arch, _, pruned = select_blocks(_ranked(ScaledBlocks(model, {}, {}, []), order), 0.5)
+    assert _in_band(arch, 0.5) and arch.search["block_sources"]  # later blocks moved down
+    assert tas.count_macs(pruned, (1, 3, 224, 224)) == arch.macs
+
+
 def test_kept_blocks_carry_the_trained_weights_of_the_block_they_came_from():
     """ResNet-20 at 0.89: exactly one block goes (11.6% of the MACs), no fill. Removing the
     middle block of stage 1 moves block 2 to position 1, with its SSS-trained weights."""
