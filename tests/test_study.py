@@ -173,8 +173,14 @@ def test_full_data_study_plan_is_its_config(tmp_path):
         if s.info:
             seeds[(s.info["arch"], s.info["scheme"])].add(s.info["seed"])
     assert seeds[("tas", "kd")] == seeds[("uniform", "kd")] == {0, 1, 2}
-    assert {a for a, sc in seeds if sc == "fine_tune"} == {"tas", "l1_norm", "slimming"}
+    further = {"thinet", "lasso", "sss", "amc", "netadapt", "sensitivity"}
+    assert {a for a, sc in seeds if sc == "fine_tune"} == {"tas", "l1_norm", "slimming", *further}
     assert {a for a, sc in seeds if sc == "kd"} >= {"tas_scratch", "tas_search1", "random2"}
+    assert {a for a, sc in seeds if sc == "kd"} >= further
+    assert {a for a, sc in seeds if sc == "rkd"} == {"tas", "uniform"}
+    assert steps["prune_sss"].deps == ("teacher",)
+    sss = study.command(steps["prune_sss"])
+    assert sss[sss.index("--steps") + 1] == "400" and sss[sss.index("--data_name") + 1] == "cifar10"
     full = study.command(steps["full-scratch_e-s0"])
     assert full[full.index("--arch") + 1] == "full"
     teacher = study.command(steps["teacher"])
