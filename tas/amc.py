@@ -23,8 +23,8 @@ cannot rank networks.
 
 The agent is DDPG, as the paper's: actor and critic are MLPs with two hidden layers of 300 units,
 the actor's sigmoid output is the action; the first ``warmup`` episodes act uniformly at random,
-then the actor's action plus truncated-normal noise (sigma 0.5, times 0.95 after each episode;
-the paper's schedule); transitions go to a replay buffer of 2,000, and each episode after the
+then the actor's action plus truncated-normal noise (sigma 0.5 decaying exponentially, as the
+paper's; here x0.95 an episode); transitions go to a replay buffer of 2,000, and each episode after the
 warm-up makes one update (batch of 64) per conv. The reward comes only at the episode's end and
 the paper takes no discount, so every step's return is the episode's reward: the critic regresses
 directly onto it (minus the paper's baseline, a moving average of past rewards), which needs no
