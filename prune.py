@@ -282,21 +282,6 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument(
         "--short_steps", type=int, default=20, help="SGD steps fine-tuning each proposal"
     )
-    group = parser.add_argument_group("amc")
-    group.add_argument(
-        "--episodes",
-        type=int,
-        default=400,
-        help="amc: agent episodes, the first quarter random warm-up (the paper: 400); each "
-        "scores one pruned network on --images held-out images",
-    )
-    group.add_argument(
-        "--calibration_images",
-        type=int,
-        default=500,
-        help="amc: training-half images each pruned network's BN statistics are recomputed on "
-        "before it is scored (0: inherited from the teacher, the paper's way)",
-    )
     group = parser.add_argument_group("sss")
     group.add_argument(
         "--steps",
@@ -315,6 +300,21 @@ def main(argv: list[str] | None = None) -> None:
         default=0.5,
         help="sss: L1 penalty on the block factors; each step soft-thresholds them by "
         "sss_lr x penalty (0.5 at lr 0.01: the 4 weakest of ResNet-20's 6 at 0 in 200 steps)",
+    )
+    group = parser.add_argument_group("amc")
+    group.add_argument(
+        "--episodes",
+        type=int,
+        default=400,
+        help="amc: agent episodes, the first quarter random warm-up (the paper: 400); each "
+        "scores one pruned network on --images held-out images",
+    )
+    group.add_argument(
+        "--calibration_images",
+        type=int,
+        default=500,
+        help="amc: training-half images each pruned network's BN statistics are recomputed on "
+        "before it is scored (0: inherited from the teacher, the paper's way)",
     )
     add_data_arguments(parser)
     args = parser.parse_args(argv)
