@@ -194,7 +194,12 @@ def sample_stats(
 
         return record
 
-    handles = [layers[n].register_forward_hook(hook(n)) for n in names]
+    _run_hooked(model, batches, [layers[n].register_forward_hook(hook(n)) for n in names])
+    return stats
+
+
+def _run_hooked(model: nn.Module, batches: Batches, handles: list) -> None:
+    """Run ``model`` in eval mode over ``batches`` for its forward hooks, then remove them."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -205,7 +210,6 @@ def sample_stats(
         for h in handles:
             h.remove()
         model.train(was_training)
-    return stats
 
 
 # ---------------------------------------------------------------------------- per-conv algebra
@@ -513,13 +517,5 @@ def consumer_errors(
         for name, names in consumers(space).items()
         for c in names
     ]
-    was_training = model.training
-    model.eval()
-    try:
-        for x, _ in batches:
-            model(x.to(device))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    _run_hooked(model, batches, handles)
     return {name: (s[0] / s[2], s[1] / s[2]) for name, s in sums.items()}
