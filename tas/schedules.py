@@ -65,13 +65,17 @@ def narrowed_space(arch: Arch) -> SearchSpace:
     channels capped at ``arch``'s width (candidates above it dropped). Shortcuts are planned
     from the same block specs, so the two networks have the same layers and state-dict names."""
     space = arch.space
+    last = 0  # the width of the conv before: a depthwise conv (MobileNetV2) takes it
 
     def conv(c: ConvSpec) -> ConvSpec:
-        width = arch.widths[c.name]
+        nonlocal last
+        width = last if c.depthwise else arch.widths[c.name]
+        last = width
         return replace(
             c, channels=width, candidates=(*(w for w in c.candidates if w < width), width)
         )
 
+    stem = conv(space.stem)  # in network order: each depthwise conv sees its producer's width
     stages = tuple(
         replace(
             stage,
@@ -80,7 +84,7 @@ def narrowed_space(arch: Arch) -> SearchSpace:
         )
         for stage, kept in zip(space.stages, arch.blocks)
     )
-    return replace(space, stem=conv(space.stem), stages=stages)
+    return replace(space, stem=stem, stages=stages)
 
 
 def _as_full(model: CompactNet, arch: Arch) -> CompactNet:

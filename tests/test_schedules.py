@@ -282,6 +282,23 @@ def test_prune_further_of_the_full_network_is_the_one_shot_criterion():
         prune_further(l1_norm_prune, a, arch, 0.9)
 
 
+def test_a_second_structured_round_on_mobilenet_v2_follows_its_depthwise_convs():
+    space = tas.SearchSpace.mobilenet_v2(10, 32, width_mult=0.5)
+    torch.manual_seed(0)
+    full = tas.build_model(tas.Arch.full(space)).eval()
+    arch, keep = l1_norm_prune(full, 0.7)
+    first = tas.build_model(arch, init_from=full, keep=keep).eval()
+    assert (
+        tas.Arch.full(narrowed_space(arch)).macs
+        == arch.macs
+        == tas.count_macs(first, (1, 3, 32, 32))
+    )
+    second, keep2 = prune_further(l1_norm_prune, first, arch, 0.5)
+    net = inherit_from(second, first, arch, keep2)
+    assert tas.count_macs(net, (1, 3, 32, 32)) == second.macs
+    assert 0.98 * 0.5 <= second.macs / tas.Arch.full(space).macs <= 0.5
+
+
 def test_bad_iterative_options_are_one_line(tmp_path, capsys):
     teacher = tmp_path / "teacher.ckpt"
     save_network(teacher, network(), tas.Arch.full(SPACE))
