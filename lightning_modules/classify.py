@@ -45,8 +45,8 @@ class ClassifyModule(pl.LightningModule):
         arch: ``full``, ``uniform:R``, ``random:SEED`` or a found.json path.
         depth: network depth for ``full`` / ``uniform`` / ``random`` (a found.json brings its own).
         num_classes: classes of the data set (linked from the data module by the CLI).
-        backbone: "cifar_resnet", "imagenet_resnet" (torchvision's ResNets) or "cifar_vgg",
-            for ``full`` / ``uniform`` / ``random``.
+        backbone: "cifar_resnet", "imagenet_resnet" (torchvision's ResNets), "mobilenet_v2" or
+            "cifar_vgg", for ``full`` / ``uniform`` / ``random``.
         input_size: image side the MACs are counted at (linked from the data module).
         shortcut: how identity blocks of different widths are joined ("zero_pad"/"projection").
         teacher: a train.py checkpoint to distil from; None trains with cross-entropy only.

@@ -67,15 +67,16 @@ class EpochRecord:
 
 
 class SearchModule(pl.LightningModule):
-    """TAS search of a CIFAR ResNet, a torchvision ResNet or a CIFAR VGG under a MACs (or
-    latency) budget.
+    """TAS search of a CIFAR ResNet, a torchvision ResNet or MobileNetV2, or a CIFAR VGG under a
+    MACs (or latency) budget.
 
     Args:
         depth: network depth (cifar_resnet: 20/32/56/110 basic, 164 bottleneck;
-            imagenet_resnet: 18/34/50/101/152; cifar_vgg: 11/13/16/19).
+            imagenet_resnet: 18/34/50/101/152; cifar_vgg: 11/13/16/19; mobilenet_v2: unused).
         num_classes: classes of the data set (linked from the data module by the CLI).
         backbone: the search space, "cifar_resnet", "imagenet_resnet" (torchvision's ResNets;
-            a torchvision checkpoint is a ``teacher``) or "cifar_vgg"; see `tas.SearchSpace`.
+            a torchvision checkpoint is a ``teacher``), "mobilenet_v2" (torchvision's, width 1.0;
+            its checkpoints too) or "cifar_vgg"; see `tas.SearchSpace`.
         input_size: image side the MACs are counted at (linked from the data module).
         ratio: target MACs as a fraction of the full network's, in (0, 1].
         tolerance: width of the MACs band below the target, as a fraction of full MACs.
