@@ -24,7 +24,9 @@ from torch import nn
 
 from tas.arch import Arch
 from tas.compact import build_model
-from tas.space import IMAGENET_RESNET_LAYERS, MOBILENET_V2_STAGES, SearchSpace
+from tas.space import SearchSpace
+from tas.spaces.mobilenet import MOBILENET_V2_STAGES
+from tas.spaces.resnet import IMAGENET_RESNET_LAYERS
 
 _BLOCKS = {"BasicBlock": "basic", "Bottleneck": "bottleneck"}
 

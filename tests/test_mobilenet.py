@@ -94,7 +94,7 @@ def test_searchable_convs_and_depths():
     ]  # fmt: skip
     blocks = [b for stage in space.stages[:-1] for b in stage.blocks]
     assert [b.residual for b in blocks] == [
-        b > 0 for row in tas.space.MOBILENET_V2_STAGES for b in range(row.blocks)
+        b > 0 for row in tas.spaces.mobilenet.MOBILENET_V2_STAGES for b in range(row.blocks)
     ]
     assert space.block_kind == "inverted_residual" and space.head_in == 1280
     # at width 0.25 stage 1's block adds the stem (8 == 8 channels): the stem is fixed
