@@ -155,23 +155,32 @@ def test_found_json_round_trip_keeps_the_input_size(tmp_path):
 
 
 # ---------------------------------------------------------------- the command line
-@pytest.mark.slow  # tests/test_imagefolder.py runs the same backbone through the three commands
-def test_torchvision_checkpoint_searches_prunes_and_teaches(tmp_path):
-    """A torchvision ResNet-18 checkpoint (as torchvision's reference scripts save it) is the
-    warm start of a search, the network prune.py prunes and distill.py's teacher."""
+@pytest.mark.slow  # three commands each (tests/test_imagefolder.py runs ResNet-18 there too)
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
+def test_torchvision_checkpoint_searches_prunes_and_teaches(tmp_path, backbone):
+    """A torchvision checkpoint (as torchvision's reference scripts save it) is the warm start of
+    a one-epoch search on synthetic data, the network prune.py prunes and distill.py's teacher."""
     from tests.cli_helpers import run_script
     from tests.test_cli_errors import TINY
 
-    ckpt = tmp_path / "resnet18.pth"
-    torch.save({"model": torchvision_resnet(18, num_classes=10).state_dict()}, ckpt)
-    tiny = [*TINY, "--model.backbone=imagenet_resnet", "--model.depth=18"]
+    if backbone == "resnet18":
+        model = torchvision_resnet(18, num_classes=10)
+        args = ["--model.backbone=imagenet_resnet", "--model.depth=18"]
+        space = SearchSpace.imagenet_resnet(18, num_classes=10, input_size=32)
+    else:
+        model = torchvision.models.mobilenet_v2(num_classes=10)
+        args = ["--model.backbone=mobilenet_v2"]
+        space = SearchSpace.mobilenet_v2(10, 32)
+    ckpt = tmp_path / f"{backbone}.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
     search = tmp_path / "search"
     result = run_script(
-        "train_search.py", *tiny, "--model.ratio=0.5", f"--teacher={ckpt}", f"--out={search}"
-    )
+        "train_search.py", *TINY, *args, "--model.ratio=0.5", f"--teacher={ckpt}",
+        f"--out={search}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     found = Arch.load(search / "found.json")
-    assert found.space == SearchSpace.imagenet_resnet(18, num_classes=10, input_size=32)
+    assert found.space == space
     assert found.search["warm_start"]["teacher"] == str(ckpt)
 
     pruned = tmp_path / "l1.json"

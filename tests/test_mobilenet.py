@@ -334,38 +334,5 @@ def test_uniform_and_random_baselines():
     assert abs(drawn.macs - 0.6 * full) <= 0.05 * 0.6 * full
 
 
-# ---------------------------------------------------------------- the command line
-@pytest.mark.slow  # three commands on the full-width network (about a minute)
-def test_torchvision_checkpoint_searches_prunes_and_teaches(tmp_path):
-    """--model.backbone mobilenet_v2 from a torchvision checkpoint (as torchvision's reference
-    scripts save it): the warm start of a one-epoch search on synthetic data, the network
-    prune.py prunes, and distill.py's teacher for the network found."""
-    from tests.cli_helpers import run_script
-    from tests.test_cli_errors import TINY
-
-    ckpt = tmp_path / "mobilenet_v2.pth"
-    torch.save({"model": torchvision_mobilenet(1.0).state_dict()}, ckpt)
-    search = tmp_path / "search"
-    result = run_script(
-        "train_search.py", *TINY, "--model.backbone=mobilenet_v2", "--model.ratio=0.5",
-        f"--teacher={ckpt}", f"--out={search}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = Arch.load(search / "found.json")
-    assert found.space == SearchSpace.mobilenet_v2(10, 32)
-    assert found.search["warm_start"]["teacher"] == str(ckpt)
-
-    pruned = tmp_path / "l1.json"
-    result = run_script(
-        "prune.py", "--method=l1_norm", f"--teacher={ckpt}", "--ratio=0.5", "--input_size=32",
-        f"--out={pruned}",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert Arch.load(pruned).space == found.space
-
-    out = tmp_path / "distill"
-    result = run_script(
-        "distill.py", *TINY, f"--arch={search / 'found.json'}", f"--teacher={ckpt}", f"--out={out}"
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (out / "results.json").exists()
+# The command line (a torchvision checkpoint -> search, prune, distill): the parametrized
+# tests/test_backbones.py::test_torchvision_checkpoint_searches_prunes_and_teaches.
