@@ -8,22 +8,22 @@
 Writes a found.json (same format as train_search.py's) whose ``search.keep`` lists, per pruned
 conv, the filters of the full network it keeps. Train it from scratch (train.py/distill.py
 --arch FOUND) or fine-tune it with inherited weights (train.py --arch FOUND --init inherit
---init_from CKPT). Methods: see tas/baselines.py.
+--init_from CKPT). Methods: see tas/baselines/.
 
 ``--method magnitude --sparsity 0.9 [--scope global]`` prunes weights instead (Han et al.
-2015, tas/sparsity.py): found.json is the full network and ``NAME.masks.pt`` beside it holds
+2015, tas/baselines/sparsity.py): found.json is the full network and ``NAME.masks.pt`` beside it holds
 the masks, which train.py and distill.py keep applied (pruned weights stay exactly zero).
 ``--method sensitivity --sensitivity DIR/sensitivity.json --ratio 0.5`` reads per-layer L1
-ratios off sensitivity.py's curves (tas/sensitivity.py).
+ratios off sensitivity.py's curves (tas/baselines/sensitivity.py).
 ``--method sss --ratio 0.5 --steps 200 --batch 64`` trains block scaling factors with a
-sparsity penalty and removes the blocks with the smallest (Huang & Wang 2018, tas/sss.py).
+sparsity penalty and removes the blocks with the smallest (Huang & Wang 2018, tas/baselines/sss.py).
 ``--method amc --ratio 0.5 --episodes 400`` lets a DDPG agent choose per-layer L1 pruning
-ratios, rewarded by held-out accuracy without fine-tuning (He et al. 2018, tas/amc.py).
+ratios, rewarded by held-out accuracy without fine-tuning (He et al. 2018, tas/baselines/amc.py).
 ``--method netadapt --latency_table lat.json --target_ms 1.5`` shrinks the network one layer
-per iteration, short fine-tunes choosing the layer (tas/netadapt.py); ``--ratio`` instead of
+per iteration, short fine-tunes choosing the layer (tas/baselines/netadapt.py); ``--ratio`` instead of
 the two aims it at MACs.
 
-Iterative pruning (tas/schedules.py): ``--round R/K`` prunes round R of a K-round schedule to
+Iterative pruning (tas/baselines/schedules.py): ``--round R/K`` prunes round R of a K-round schedule to
 the final ``--sparsity`` (magnitude; give the last round's ``--masks`` so its pruned weights stay
 pruned) or ``--ratio`` (l1_norm; ``--teacher`` may then be the last round's pruned network, and
 ``search.keep`` indexes its filters), from the last round's fine-tuned checkpoint.
@@ -49,15 +49,14 @@ import torch
 from lightning_modules.data import DataError
 from lightning_modules.data.samples import add_data_arguments, sample_batches, training_stream
 from lightning_modules.teacher import TeacherError, load_teacher, save_network
-from tas.amc import Episode, amc_prune
 from tas.arch import Arch, ArchFormatError, check_ratio
 from tas.baselines import l1_norm_prune, slimming_prune
-from tas.channel_selection import lasso_prune, thinet_prune
-from tas.latency import LatencyTable
-from tas.netadapt import Iteration, netadapt_prune, netadapt_prune_macs
-from tas.schedules import parse_round, prune_further, round_macs_ratio, round_sparsity
-from tas.sensitivity import prune_by_sensitivity
-from tas.sparsity import (
+from tas.baselines.amc import Episode, amc_prune
+from tas.baselines.channel_selection import lasso_prune, thinet_prune
+from tas.baselines.netadapt import Iteration, netadapt_prune, netadapt_prune_macs
+from tas.baselines.schedules import parse_round, prune_further, round_macs_ratio, round_sparsity
+from tas.baselines.sensitivity import prune_by_sensitivity
+from tas.baselines.sparsity import (
     SCOPES,
     apply_masks,
     load_masks,
@@ -66,7 +65,8 @@ from tas.sparsity import (
     sparsity_of,
     storage_bytes,
 )
-from tas.sss import sss_prune
+from tas.baselines.sss import sss_prune
+from tas.latency import LatencyTable
 
 METHODS = {"l1_norm": l1_norm_prune, "slimming": slimming_prune}  # (model, ratio) -> arch, keep
 WEIGHT_METHODS = ("magnitude",)  # weight-level: the network keeps its shape, a mask file goes along
@@ -90,7 +90,7 @@ def batches(args: argparse.Namespace, model: torch.nn.Module, half: str) -> list
 
 
 def channel_selection(prune: Callable) -> DataMethod:
-    """ThiNet or LASSO (tas/channel_selection.py): activations sampled at 10 positions of each of
+    """ThiNet or LASSO (tas/baselines/channel_selection.py): activations sampled at 10 positions of each of
     ``--images`` images of the weights half; the rebuilt next layers go to NAME.init.ckpt."""
     return lambda model, ratio, args: prune(model, ratio, batches(args, model, "weights"))
 
@@ -100,7 +100,7 @@ DATA_METHODS["lasso"] = channel_selection(lasso_prune)
 
 
 def amc(model: torch.nn.Module, ratio: float, args: argparse.Namespace) -> tuple:
-    """AMC (tas/amc.py): ``--episodes`` episodes of its DDPG agent (the first quarter random),
+    """AMC (tas/baselines/amc.py): ``--episodes`` episodes of its DDPG agent (the first quarter random),
     each pruned network scored, unretrained, on ``--images`` held-out images, after its BN
     statistics are recomputed on ``--calibration_images`` training-half images (0: inherited)."""
     if args.episodes < 1:
@@ -159,7 +159,7 @@ DATA_METHODS["netadapt"] = netadapt
 
 
 def sss(model: torch.nn.Module, ratio: float, args: argparse.Namespace) -> tuple:
-    """Sparse Structure Selection (tas/sss.py): ``--steps`` steps of ``--batch`` augmented
+    """Sparse Structure Selection (tas/baselines/sss.py): ``--steps`` steps of ``--batch`` augmented
     training images, weights and block factors together, then the blocks with the smallest
     factors removed (a uniform width fill closes the gap to the budget)."""
     if args.steps is None or args.steps < 1:
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--round",
         help="R/K: round R of K to the final --sparsity / --ratio, geometric steps "
-        "(tas/schedules.py); --teacher is round R-1's fine-tuned checkpoint",
+        "(tas/baselines/schedules.py); --teacher is round R-1's fine-tuned checkpoint",
     )
     parser.add_argument(
         "--masks", help="magnitude: round R-1's NAME.masks.pt (its pruned weights stay pruned)"

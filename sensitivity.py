@@ -26,7 +26,7 @@ from lightning_modules.data.samples import add_data_arguments, sample_batches
 from lightning_modules.teacher import TeacherError, load_teacher
 from tas.arch import write_text_atomic
 from tas.baselines import prunable_convs
-from tas.sensitivity import RATIOS, layer_sensitivity
+from tas.baselines.sensitivity import RATIOS, layer_sensitivity
 
 
 def plot(sensitivity: dict, path: Path) -> None:

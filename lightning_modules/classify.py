@@ -23,9 +23,8 @@ from lightning_modules.archs import resolve_arch
 from lightning_modules.errors import check_finite
 from lightning_modules.optim import sgd_with_cosine
 from lightning_modules.teacher import TeacherError, load_teacher
-from tas.kd import rkd_loss
-from tas.schedules import inherit_from
-from tas.sparsity import (
+from tas.baselines.schedules import inherit_from
+from tas.baselines.sparsity import (
     SCOPES,
     agp_sparsity,
     agp_update_due,
@@ -34,6 +33,7 @@ from tas.sparsity import (
     magnitude_masks,
     mask_sparsity,
 )
+from tas.kd import rkd_loss
 
 DISTILL = ("hinton", "rkd", "hinton+rkd")
 
@@ -69,7 +69,7 @@ class ClassifyModule(pl.LightningModule):
             training, Liu et al. 2017, who use 1e-4); 0 trains without it.
         agp_sparsity: gradual magnitude pruning (AGP, Zhu & Gupta 2017) to this final fraction
             of conv and linear weights zeroed; 0 trains without it. The masks grow to the cubic
-            schedule's sparsity (`tas.sparsity.agp_sparsity`, from the mask file's sparsity or
+            schedule's sparsity (`tas.baselines.sparsity.agp_sparsity`, from the mask file's sparsity or
             0) every ``agp_every_n_steps`` optimiser steps from the start of epoch
             ``agp_start_epoch`` to the start of ``agp_end_epoch`` (None: the end of training),
             then stay applied; a weight once pruned stays pruned.

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import tas
-from tas.amc import DDPGAgent, PruningEnv, amc_prune, fill_budget, recalibrate_bn
 from tas.baselines import named_convs
+from tas.baselines.amc import DDPGAgent, PruningEnv, amc_prune, fill_budget, recalibrate_bn
 from tests.cli_helpers import run_script
 from tests.test_cli_errors import assert_user_error
 

@@ -1,4 +1,4 @@
-"""ThiNet and LASSO channel selection (tas/channel_selection.py): who consumes what, the sampled
+"""ThiNet and LASSO channel selection (tas/baselines/channel_selection.py): who consumes what, the sampled
 moments, the two selection rules against their definitions, the MACs band, the rebuilt weights
 on held-out images, and prune.py writing a network train.py fine-tunes."""
 
@@ -12,7 +12,7 @@ from torch import nn
 
 import tas
 from tas.baselines import prunable_convs
-from tas.channel_selection import (
+from tas.baselines.channel_selection import (
     _layers,
     _sample,
     consumer_errors,

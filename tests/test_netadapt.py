@@ -1,4 +1,4 @@
-"""NetAdapt (tas.netadapt): each iteration meets its step, the result meets the target, kept
+"""NetAdapt (tas.baselines.netadapt): each iteration meets its step, the result meets the target, kept
 filters index the full network, MACs targets land in the band, and the prune.py command."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from torch import nn
 import tas
 from lightning_modules.teacher import load_teacher, save_network
 from tas.baselines import named_convs
+from tas.baselines.netadapt import narrow_conv, netadapt_prune, netadapt_prune_macs
 from tas.compact import count_macs, count_params
 from tas.latency import LatencyTable, timed_convs
-from tas.netadapt import narrow_conv, netadapt_prune, netadapt_prune_macs
 from tests.cli_helpers import run_script
 from tests.test_cli_errors import assert_user_error
 

@@ -16,7 +16,7 @@ from lightning_modules.classify import ClassifyModule
 from lightning_modules.data import CIFARDataModule
 from lightning_modules.teacher import TeacherError, load_teacher, save_network
 from tas.baselines import l1_norm_prune, named_convs
-from tas.schedules import (
+from tas.baselines.schedules import (
     inherit_from,
     narrowed_space,
     parse_round,
@@ -24,7 +24,7 @@ from tas.schedules import (
     round_macs_ratio,
     round_sparsity,
 )
-from tas.sparsity import (
+from tas.baselines.sparsity import (
     agp_sparsity,
     agp_update_due,
     load_masks,

@@ -8,8 +8,13 @@ import pytest
 
 import tas
 from tas.baselines import prunable_convs
+from tas.baselines.sensitivity import (
+    l1_keep,
+    layer_sensitivity,
+    prune_by_sensitivity,
+    ratios_for_drop,
+)
 from tas.compact import count_params
-from tas.sensitivity import l1_keep, layer_sensitivity, prune_by_sensitivity, ratios_for_drop
 from tests.cli_helpers import run_script
 from tests.test_cli_errors import assert_user_error
 

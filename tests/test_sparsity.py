@@ -10,7 +10,7 @@ import torch
 
 import tas
 from lightning_modules.teacher import load_teacher
-from tas.sparsity import (
+from tas.baselines.sparsity import (
     apply_masks,
     load_masks,
     magnitude_masks,

@@ -1,4 +1,4 @@
-"""Sparse Structure Selection (tas/sss.py): block factors trained with an APG sparsity penalty,
+"""Sparse Structure Selection (tas/baselines/sss.py): block factors trained with an APG sparsity penalty,
 whole blocks removed by |lambda|, the uniform width fill into the MACs band, the kept blocks'
 trained weights moved to their new positions, and prune.py --method sss."""
 
@@ -10,7 +10,7 @@ from torch import nn
 
 import tas
 from tas.baselines import named_convs
-from tas.sss import (
+from tas.baselines.sss import (
     ScaledBlocks,
     removable_blocks,
     select_blocks,

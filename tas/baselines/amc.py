@@ -54,9 +54,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tas.arch import Arch, check_ratio
-from tas.baselines import _largest_within, model_space, prunable_convs
+from tas.baselines.common import largest_within, model_space, prunable_convs
+from tas.baselines.sensitivity import l1_keep
 from tas.compact import CompactNet, build_model
-from tas.sensitivity import l1_keep
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -259,7 +259,7 @@ def fill_budget(env: PruningEnv, widths: Mapping[str, int]) -> dict[str, int]:
 
     # widths change only at s = m / w: search those exact fractions (ascending network size)
     steps = sorted({Fraction(m, w) for n, w in widths.items() for m in range(w, full[n] + 1)})
-    arch = _largest_within(steps, at, env.budget, "AMC")
+    arch = largest_within(steps, at, env.budget, "AMC")
     grown = {n: arch.widths[n] for n in widths}
     while True:
         fits = [

@@ -46,7 +46,7 @@ least 1), the largest whose network fits ``macs_ratio`` x full MACs (bisection o
 fractions k / C), as both papers prune every layer by one ratio; then, while one still fits,
 one channel at a time goes back to the conv whose next channel lowers its relative error most
 per MAC it adds, which lands within one channel's MACs of the budget (one ratio alone cannot:
-see tas/baselines.py). A conv's error when it keeps the first k channels of its order is the
+see tas/baselines/). A conv's error when it keeps the first k channels of its order is the
 consumers' relative error after the least-squares scaling of those k.
 
 Every consumer is rebuilt against the *full* network's inputs and outputs, all sampled in one
@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tas.arch import Arch, check_ratio
-from tas.baselines import _largest_within, _part, model_space, named_convs, prunable_convs
+from tas.baselines.common import conv_part, largest_within, model_space, named_convs, prunable_convs
 from tas.compact import CompactNet, build_model
 from tas.space import SearchSpace
 
@@ -109,12 +109,12 @@ def consumers(space: SearchSpace) -> dict[str, list[str]]:
 def _layers(model: CompactNet, arch: Arch) -> dict[str, nn.Conv2d | nn.Linear]:
     """The weight layer of every conv, projection shortcut and the head of a built network."""
     out: dict[str, nn.Conv2d | nn.Linear] = {
-        name: _part(module, nn.Conv2d) for name, module in named_convs(model, arch).items()
+        name: conv_part(module, nn.Conv2d) for name, module in named_convs(model, arch).items()
     }
     for stage_spec, stage in zip(arch.space.stages, model.stages):
         for spec, block in zip(stage_spec.blocks, stage):
             if block.shortcut is not None:
-                out[f"{spec.name}.shortcut"] = _part(block.shortcut, nn.Conv2d)
+                out[f"{spec.name}.shortcut"] = conv_part(block.shortcut, nn.Conv2d)
     out["head"] = model.head
     return out
 
@@ -335,7 +335,7 @@ def allocate(
         return Arch(space, full.blocks, widths, {"keep_fraction": float(f)})
 
     fractions = sorted({Fraction(k, c) for c in channels.values() for k in range(1, c + 1)})
-    start = _largest_within(fractions, uniform, budget, method)
+    start = largest_within(fractions, uniform, budget, method)
     widths, macs, filled = dict(start.widths), start.macs, 0
     while True:
         best, best_score, best_macs = None, -1.0, 0

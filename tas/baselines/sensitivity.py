@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from tas.arch import Arch, check_ratio
-from tas.baselines import model_space, named_convs, prunable_convs
+from tas.baselines.common import model_space, named_convs, prunable_convs
 from tas.compact import CompactNet, build_model
 
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

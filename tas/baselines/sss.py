@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tas.arch import Arch, check_ratio
-from tas.baselines import _largest_within, model_space, named_convs, prunable_convs
+from tas.baselines.common import largest_within, model_space, named_convs, prunable_convs
 from tas.compact import CompactNet, build_model
 from tas.space import SearchSpace
 
@@ -304,7 +304,7 @@ def select_blocks(
     if arch.macs > macs_ratio * full.macs:
         drop = _drop_order(space, _fill_convs(space, kept))
         # fewer drops, a larger network: bisect for the fewest that fit
-        arch = _largest_within(
+        arch = largest_within(
             range(len(drop), -1, -1),
             lambda d: _arch(space, kept, _narrowed(space, drop, d)),
             macs_ratio * full.macs,

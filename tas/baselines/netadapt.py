@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tas.arch import Arch, check_ratio
-from tas.baselines import model_space, named_convs, prunable_convs
+from tas.baselines.common import model_space, named_convs, prunable_convs
 from tas.budget import Budget, LatencyBudget, MacsBudget
 from tas.compact import CompactNet, build_model
 

@@ -9,7 +9,7 @@ every conv and the linear head, kept applied through training, saved beside foun
 Gradual pruning (Zhu & Gupta 2017, "To prune, or not to prune"): the masks grow during training,
 at every N-th step, to `agp_sparsity`'s cubic schedule; ``magnitude_masks(..., prior=masks)``
 keeps every weight already pruned pruned (masks only grow). ClassifyModule's ``agp_*`` options
-run it; prune.py ``--masks`` is the same for k rounds of prune-and-fine-tune (tas/schedules.py).
+run it; prune.py ``--masks`` is the same for k rounds of prune-and-fine-tune (tas/baselines/schedules.py).
 
 The network's shape does not change (found.json is the full network); what a masked network
 saves is storage when its weights are kept sparse (`storage_bytes`), not MACs on dense kernels.
