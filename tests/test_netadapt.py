@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 
 import pytest
 import torch
@@ -197,7 +196,6 @@ def test_netadapt_from_the_command_line(tmp_path, cli_files, table):
     teacher, lat, target = cli_files
     out = tmp_path / "na" / "found.json"
     out.parent.mkdir()
-    start = time.time()
     result = run_script(
         "prune.py", "--method=netadapt", f"--teacher={teacher}", "--data_name=synthetic",
         f"--latency_table={lat}", f"--target_ms={target}", "--images=32", "--batch=16",
@@ -205,7 +203,6 @@ def test_netadapt_from_the_command_line(tmp_path, cli_files, table):
         env={"OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert time.time() - start < 60
     found = tas.Arch.load(out)
     assert found.search["method"] == "netadapt" and table.predict_ms(found) <= target
     assert "iteration 1:" in result.stdout
