@@ -16,11 +16,9 @@ from tas.latency import LatencyTable, timed_convs
 from tests.conftest import ROOT
 
 
-@pytest.fixture(scope="module")
-def table() -> LatencyTable:
-    """A synthetic table (no timing): each entry a distinct number growing with the widths,
-    so sums are checkable and narrower networks are faster."""
-    space = tas.SearchSpace.cifar_resnet(20)
+def synthetic_table(space: tas.SearchSpace) -> LatencyTable:
+    """A synthetic table of ``space`` (no timing): each entry a distinct number growing with
+    the widths, so sums are checkable, narrower networks are faster and no two layers tie."""
     rng = random.Random(0)
     convs = {
         c.name: {
@@ -29,6 +27,11 @@ def table() -> LatencyTable:
         for c in timed_convs(space)
     }
     return LatencyTable(space, {"device": "none"}, convs, fixed_ms=0.25)
+
+
+@pytest.fixture(scope="module")
+def table() -> LatencyTable:
+    return synthetic_table(tas.SearchSpace.cifar_resnet(20))
 
 
 def one_hot(net: tas.Supernet, arch: tas.Arch) -> None:

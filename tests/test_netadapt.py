@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -16,21 +15,10 @@ from lightning_modules.teacher import load_teacher, save_network
 from tas.baselines import named_convs
 from tas.baselines.netadapt import narrow_conv, netadapt_prune, netadapt_prune_macs
 from tas.compact import count_macs, count_params
-from tas.latency import LatencyTable, timed_convs
+from tas.latency import LatencyTable
 from tests.cli_helpers import run_script
 from tests.test_cli_errors import assert_user_error
-
-
-def synthetic_table(space: tas.SearchSpace) -> LatencyTable:
-    """Entries growing with the widths (no timing), perturbed so that no two layers tie."""
-    rng = random.Random(0)
-    convs = {
-        c.name: {
-            (a, b): 0.01 + 1e-4 * a * b * rng.uniform(0.8, 1.2) for a in c.inputs for b in c.outputs
-        }  # fmt: skip
-        for c in timed_convs(space)
-    }
-    return LatencyTable(space, {"device": "none"}, convs, fixed_ms=0.25)
+from tests.test_latency import synthetic_table
 
 
 @pytest.fixture(scope="module")
