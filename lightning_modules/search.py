@@ -110,6 +110,11 @@ class SearchModule(pl.LightningModule):
         latency_table: the latency table of this space on the target device.
         target_ms: the latency target; None: ``ratio`` x the full network's table latency.
             The band is [target - tolerance x full latency, target].
+        entropy_weight: weight of the distributions' entropy in the architecture loss
+            (`tas.Supernet.entropy`), ramped linearly from 0 at the search's start to this at
+            its end: late in the search it pushes every distribution toward its favourite, so a
+            near-tie between two widths is decided instead of flipping when the noise says so
+            (docs/search_settling.md). 0 (the paper's) leaves it out.
     """
 
     def __init__(
@@ -144,6 +149,7 @@ class SearchModule(pl.LightningModule):
         budget: str = "macs",
         latency_table: str | None = None,
         target_ms: float | None = None,
+        entropy_weight: float = 0.0,
     ) -> None:
         super().__init__()
         check_ratio(ratio)
@@ -157,6 +163,8 @@ class SearchModule(pl.LightningModule):
             )
         if weight_warmup_epochs < 0:
             raise ValueError(f"weight_warmup_epochs must be >= 0, got {weight_warmup_epochs}")
+        if entropy_weight < 0:
+            raise ValueError(f"entropy_weight must be >= 0, got {entropy_weight}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.cost_loss = tas.cost.make_cost(cost)  # a module (saved with the net) if stateful
@@ -249,6 +257,17 @@ class SearchModule(pl.LightningModule):
             seed * 1_000_003 + self.current_epoch
         )
 
+    def entropy_weight(self, batch_idx: int) -> float:
+        """The entropy term's weight at this step: ``entropy_weight`` x the fraction of the
+        search (after any warm-up) done."""
+        final = self.hparams.entropy_weight
+        if not final:
+            return 0.0
+        warmup, epochs = self.hparams.weight_warmup_epochs, self.trainer.max_epochs
+        batches = max(1, int(self.trainer.num_training_batches))
+        done = (self.current_epoch - warmup + batch_idx / batches) / max(1, epochs - warmup)
+        return final * min(1.0, max(0.0, done))
+
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
@@ -277,6 +296,7 @@ class SearchModule(pl.LightningModule):
             backward=self.manual_backward,
             reduce_grads=average_gradients,
             cost=self.cost_loss,
+            entropy_weight=self.entropy_weight(batch_idx),
         )
         check_finite(losses.ce, "the weight step's loss", self.current_epoch, batch_idx)
         check_finite(losses.arch_ce, "the architecture step's loss", self.current_epoch, batch_idx)
@@ -290,6 +310,7 @@ class SearchModule(pl.LightningModule):
                 f"search/argmax_{self.unit}": losses.argmax.float(),
                 f"search/target_{self.unit}": float(self.budget.target),
                 "search/tau": self.net.tau,
+                "search/entropy_weight": self.entropy_weight(batch_idx),
                 "lr": w_opt.param_groups[0]["lr"],
             }
         )
@@ -415,6 +436,7 @@ class SearchModule(pl.LightningModule):
                     "arch_lr_schedule",
                     "weight_warmup_epochs",
                     "cost",
+                    "entropy_weight",
                 )
             },
         }

@@ -7,7 +7,7 @@ under KD, Scratch-E, Scratch-B and fine-tuning (see RESULTS.md), then write its 
 Every step is one train.py / train_search.py / prune.py run in ``studies/runs/NAME/STEP`` (its
 log beside it, ``STEP.log``). A step whose result file exists is done; an interrupted step
 resumes from its last checkpoint; rerunning the command continues the study wherever it stopped.
-``--jobs N`` runs N independent steps at once, each with cores/N threads.
+``--jobs N`` runs N independent steps at once, each with cores/N threads (``--threads`` sets it).
 """
 
 from __future__ import annotations
@@ -282,22 +282,8 @@ class Study:
         """Teachers, then the steps that make each network (see NETWORK_KINDS), then the final
         trainings in the order the config lists them (what the report needs most first)."""
         c = self.cfg
-        teachers = c.get("teachers", {"teacher": []})
         steps = [
-            Step(
-                name,
-                lambda name=name, extra=tuple(extra): self._train(
-                    name,
-                    "--seed",
-                    "0",
-                    *extra,
-                    # a teacher_config brings its own schedule unless teacher_epochs says
-                    epochs=c.get("teacher_epochs", 0 if "teacher_config" in c else None),
-                    config=c.get("teacher_config"),
-                ),
-                "results.json",
-            )  # fmt: skip
-            for name, extra in teachers.items()
+            self._teacher(name, spec) for name, spec in c.get("teachers", {"teacher": []}).items()
         ]
         self.networks: dict[str, Network] = {}
         for name, spec in c["networks"].items():
@@ -319,6 +305,30 @@ class Study:
                         raise ValueError(f"finals name {name!r}, which networks: does not define")
                     steps.append(self._final(self.networks[name], scheme, seed))
         return steps
+
+    def _teacher(self, name: str, spec: list | dict) -> Step:
+        """A teacher: train.py's extra args (a list), or a mapping of ``args``, ``epochs`` and
+        ``from``: another teacher step whose weights it starts from (a warm restart of the
+        schedule, e.g. a second cosine cycle)."""
+        c = self.cfg
+        if not isinstance(spec, dict):
+            spec = {"args": spec}
+        unknown = set(spec) - {"args", "epochs", "from"}
+        if unknown:
+            raise ValueError(f"teacher {name}: unknown keys {sorted(unknown)} (args, epochs, from)")
+        # a teacher_config brings its own schedule unless teacher_epochs says
+        epochs = spec.get("epochs", c.get("teacher_epochs", 0 if "teacher_config" in c else None))
+        start = spec.get("from")
+        init = ["--init", "inherit", "--init_from", self.ckpt(start)] if start else []
+        return Step(
+            name,
+            lambda: self._train(
+                name, "--seed", "0", *init, *spec.get("args", []),
+                epochs=epochs, config=c.get("teacher_config"),
+            ),
+            "results.json",
+            (start,) if start else (),
+        )  # fmt: skip
 
     def _final(self, net: Network, scheme: str, seed: int) -> Step:
         """One final training of ``net`` under ``scheme`` with training seed ``seed``."""
@@ -390,13 +400,13 @@ class Study:
             args += ["--out", str(self.path(step.name, "found.json"))]
         return [sys.executable, str(ROOT / args[0]), *args[1:]]
 
-    def run(self, jobs: int, only: set[str] | None = None) -> int:
+    def run(self, jobs: int, only: set[str] | None = None, threads: int | None = None) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write_random_archs()
         todo = [s for s in self.steps if not self.done(s) and (not only or s.name in only)]
         failed: set[str] = set()
         running: dict[str, tuple[subprocess.Popen, float]] = {}
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = threads or max(1, (os.cpu_count() or 1) // jobs)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline"}
         say(f"study {self.name}: {len(todo)} of {len(self.steps)} steps to run, {jobs} at a time")
         while todo or running:
@@ -483,6 +493,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--config", required=True, help="a configs/study/*.yaml file")
     parser.add_argument("--jobs", type=int, default=1, help="steps run at once")
+    parser.add_argument(
+        "--threads", type=int, help="threads per step (default: the cores shared among --jobs)"
+    )
     parser.add_argument("--only", nargs="*", help="run just these steps (names as in the plan)")
     parser.add_argument("--list", action="store_true", help="print the steps and their state")
     parser.add_argument("--report", action="store_true", help="collect results, write the report")
@@ -503,7 +516,8 @@ def main(argv: list[str] | None = None) -> None:
 
         write_report(study.collect())
         return
-    sys.exit(study.run(max(1, args.jobs), set(args.only) if args.only else None))
+    only = set(args.only) if args.only else None
+    sys.exit(study.run(max(1, args.jobs), only, args.threads and max(1, args.threads)))
 
 
 if __name__ == "__main__":

@@ -64,11 +64,13 @@ def arch_step(
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
     cost: str | Callable[..., torch.Tensor] = "band",
+    entropy_weight: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Adam step of the architecture logits on cross-entropy + ``cost_weight`` * the cost
     loss of ``budget`` (``cost``: "band", the paper's, "centred", or a loss from
-    `tas.cost.make_cost`, e.g. the stateful band with hysteresis), with fresh Gumbel draws and
-    the weights frozen. Returns the detached (cross-entropy, cost, expected
+    `tas.cost.make_cost`, e.g. the stateful band with hysteresis) + ``entropy_weight`` * the
+    distributions' entropy (`tas.Supernet.entropy`; 0, the paper's, leaves it out), with fresh
+    Gumbel draws and the weights frozen. Returns the detached (cross-entropy, cost, expected
     budget value, argmax network's value), in the budget's unit."""
     weight_params = net.weight_parameters()
     _requires_grad(weight_params, False)
@@ -84,8 +86,11 @@ def arch_step(
             )
         cost = COST_LOSSES[cost]
     loss = cost(expected, argmax, budget.target, budget.tolerance)
+    total = arch_ce + cost_weight * loss.to(arch_ce.dtype)
+    if entropy_weight:
+        total = total + entropy_weight * net.entropy()
     arch_opt.zero_grad(set_to_none=True)
-    backward(arch_ce + cost_weight * loss.to(arch_ce.dtype))
+    backward(total)
     if reduce_grads is not None:
         reduce_grads(net.arch_parameters())
     arch_opt.step()
@@ -104,10 +109,11 @@ def search_step(
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     reduce_grads: Callable[[list[torch.nn.Parameter]], None] | None = None,
     cost: str | Callable[..., torch.Tensor] = "band",
+    entropy_weight: float = 0.0,
 ) -> StepLosses:
     """Weight step (cross-entropy on ``weight_batch``; logits frozen), then architecture step
     (cross-entropy on ``arch_batch`` + ``cost_weight`` * the cost loss of ``budget``, e.g.
-    `tas.MacsBudget`; weights frozen), each with fresh Gumbel draws. Freezing the other group skips its gradient computation entirely.
+    `tas.MacsBudget`, + ``entropy_weight`` * the distributions' entropy; weights frozen), each with fresh Gumbel draws. Freezing the other group skips its gradient computation entirely.
 
     ``backward`` runs a loss's backward pass (Lightning passes ``manual_backward``);
     ``reduce_grads`` averages gradients across processes before each optimiser step.
@@ -122,5 +128,6 @@ def search_step(
         backward,
         reduce_grads,
         cost,
+        entropy_weight,
     )
     return StepLosses(ce, *arch)

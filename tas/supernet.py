@@ -310,6 +310,15 @@ class Supernet(nn.Module):
         widths = {c.name: c.candidates[picks[rows[c.name]]] for c in self.space.kept_convs(blocks)}
         return Arch(self.space, blocks, widths)
 
+    def entropy(self) -> torch.Tensor:
+        """Differentiable sum, in nats, of the entropies of every width and depth distribution
+        (plain softmax): 0 once every distribution has chosen. Minimising it pushes each
+        distribution toward its current favourite, which breaks the near-ties a search leaves."""
+        total = self.width_logits.new_zeros(())
+        for probs in (self.width_probs(), self.depth_probs()):
+            total = total - (probs * probs.clamp_min(1e-30).log()).sum()
+        return total
+
     def distribution_stats(self) -> dict[str, float]:
         """How settled the distributions are: mean and minimum of the largest probability of
         each width / depth distribution (1 when it has chosen; 1/candidates when uniform), and

@@ -149,3 +149,33 @@ def test_make_cost_names():
     budget = tas.MacsBudget.of_ratio(net.space, 0.5)
     with pytest.raises(ValueError, match="make_cost"):  # a stateful loss by name would forget
         arch_step(net, opt, batch, budget, cost="hysteresis")
+
+
+def test_arch_step_adds_the_weighted_entropy_to_the_architecture_loss():
+    """With the cross-entropy and the cost weighted out, an entropy-weighted step moves every
+    logit against the entropy's gradient; with weight 0 it is the paper's step."""
+    from tas.search import arch_step
+
+    def step(entropy_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        net = tas.Supernet(SearchSpace.cifar_resnet(8))
+        with torch.no_grad():
+            net.width_logits.normal_(0, 0.5)
+        start = net.width_logits.detach().clone()
+        opt = torch.optim.SGD(net.arch_parameters(), lr=1.0)
+        batch = (torch.zeros(2, 3, 32, 32), torch.tensor([0, 1]))
+        budget = tas.MacsBudget.of_ratio(net.space, 1.0)  # full: inside the band, cost 0
+        net.eval()
+        arch_step(net, opt, batch, budget, cost_weight=0.0, entropy_weight=entropy_weight)
+        return start, net.width_logits.detach()
+
+    start, plain = step(0.0)
+    _, pushed = step(1e3)  # the entropy's gradient swamps the cross-entropy's
+    net = tas.Supernet(SearchSpace.cifar_resnet(8))
+    with torch.no_grad():
+        net.width_logits.copy_(start)
+    net.entropy().backward()
+    moved = pushed - plain
+    searched = net.width_mask.sum(-1) > 1
+    grad = net.width_logits.grad[searched]
+    assert torch.allclose(moved[searched], -1e3 * grad, rtol=1e-3, atol=1e-4)

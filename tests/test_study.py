@@ -188,6 +188,15 @@ def test_full_data_study_plan_is_its_config(tmp_path):
     assert "--trainer.max_epochs" not in teacher or teacher[
         teacher.index("--trainer.max_epochs") + 1
     ] != str(study.cfg["epochs"])
+    # the teachers' second cosine cycle starts from the first's weights
+    assert steps["teacher"].deps == steps["teacher_slimming"].deps == ("teacher_20ep",)
+    assert steps["teacher_20ep"].deps == () and "--init" not in study.command(steps["teacher_20ep"])
+    for name in ("teacher", "teacher_slimming"):
+        cmd = study.command(steps[name])
+        assert cmd[cmd.index("--init") + 1] == "inherit"
+        assert cmd[cmd.index("--init_from") + 1] == study.ckpt("teacher_20ep")
+    slim = study.command(steps["teacher_slimming"])
+    assert slim[slim.index("--model.bn_l1") + 1] == "0.0001" and "--model.bn_l1" not in teacher
 
 
 def test_a_baseline_is_one_network_entry(tmp_path):
@@ -227,6 +236,11 @@ def test_a_baseline_is_one_network_entry(tmp_path):
     arch.save(found)
     init = study.command(tune)
     assert init[init.index("--init_from") + 1] == str(study.path("prune_thin", "found.init.ckpt"))
+    cfg["teachers"]["teacher"] = {"from": "teacher_20ep", "epoch": 3}  # a misspelt key
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="unknown keys"):
+        Study(str(path), runs_root=tmp_path)
+    cfg["teachers"]["teacher"] = {"from": "teacher_20ep"}
     cfg["networks"]["bad"] = {"kind": "nonsense"}
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="kind must be one of"):

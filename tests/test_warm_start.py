@@ -261,3 +261,60 @@ def test_arch_lr_cosine_schedule_ends_at_zero_and_waits_for_the_warmup():
     assert warm[0] == 0.05 and warm[1] == pytest.approx(0.025) and warm[2] == pytest.approx(0)
     with pytest.raises(ValueError, match="arch_lr_schedule"):
         SearchModule(depth=8, arch_lr_schedule="step")
+
+
+def test_entropy_is_the_distributions_total_and_pushes_each_toward_its_favourite():
+    space = tas.SearchSpace.cifar_resnet(20)
+    net = tas.Supernet(space)
+    with torch.no_grad():
+        net.width_logits.zero_()
+        net.depth_logits.zero_()
+    rows = net.width_mask.sum(-1).tolist()
+    stages = net.depth_mask.sum(-1).tolist()
+    by_hand = sum(torch.log(torch.tensor(float(n))).item() for n in rows + stages)
+    assert net.entropy().item() == pytest.approx(by_hand, rel=1e-6)  # uniform: sum of log K
+    # a near-tie between two widths of one conv: the entropy's descent favours the leader
+    row = next(r for r, n in enumerate(rows) if n == 8)
+    with torch.no_grad():
+        net.width_logits[row].fill_(-30.0)
+        net.width_logits[row, 6], net.width_logits[row, 7] = 0.08, 0.0  # 0.52 / 0.48
+    net.entropy().backward()
+    grad = net.width_logits.grad[row]
+    assert grad[6] < 0 < grad[7]  # a descent step raises the leader, lowers the runner-up
+    set_argmax(net, tas.Arch.full(space))
+    with torch.no_grad():
+        net.width_logits.mul_(10)
+        net.depth_logits.mul_(10)
+    assert net.entropy().item() == pytest.approx(0.0, abs=1e-6)  # every distribution chosen
+
+
+def test_entropy_weight_ramps_from_zero_over_the_search_after_the_warmup():
+    import pytorch_lightning as pl
+
+    from lightning_modules.data import CIFARDataModule
+    from lightning_modules.search import SearchModule
+
+    pl.seed_everything(0)
+    module = SearchModule(depth=8, ratio=0.5, entropy_weight=0.1, weight_warmup_epochs=1)
+    data = CIFARDataModule(
+        name="synthetic", batch_size=32, search_split=True, synthetic_train_size=128
+    )
+    weights: list[float] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            weights.append(pl_module.entropy_weight(batch_idx))
+
+    pl.Trainer(
+        max_epochs=3, limit_val_batches=1, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[Record()],
+    ).fit(module, datamodule=data)  # fmt: skip
+    per_epoch = len(weights) // 3  # 2 batches an epoch: warm-up, then 2 search epochs
+    assert weights[:per_epoch] == [0.0] * per_epoch
+    search = weights[per_epoch:]
+    assert search[0] == 0.0 and all(b > a for a, b in zip(search, search[1:]))
+    assert search[-1] == pytest.approx(0.1 * (len(search) - 1) / len(search))
+    assert module.search_record(module.history[-1], "last")["settings"]["entropy_weight"] == 0.1
+    with pytest.raises(ValueError, match="entropy_weight"):
+        SearchModule(depth=8, entropy_weight=-1.0)
