@@ -37,6 +37,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import tas
 from lightning_modules.data import DataError, data_module
+from lightning_modules.distributed import WatchedDDPStrategy, report_peer_failure
 from lightning_modules.errors import (
     NonFiniteLossError,
     UsageError,
@@ -324,7 +325,7 @@ class TASCLI(LightningCLI):
             )
         self.out = out
 
-    ddp_strategy: type[DDPStrategy] = DDPStrategy  # the search has its own (distributed.py)
+    ddp_strategy: type[DDPStrategy] = WatchedDDPStrategy  # the search's: distributed.py
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         if self.config.trainer.strategy == "ddp":
@@ -429,12 +430,7 @@ def main(
     except RuntimeError as err:
         if debug or not peer_failure(err):
             raise
-        print(
-            f"{script}: error: another process of this multi-process run failed or stopped "
-            f"answering ({one_line(err)[:200]}); the last checkpoint holds every finished "
-            "epoch: --resume continues the run",
-            file=sys.stderr,
-        )
+        report_peer_failure(one_line(err), script)
         sys.exit(1)
     except SIGTERMException:  # preempted: the hint is printed; a scheduler must not see success
         sys.exit(PREEMPTED_EXIT)

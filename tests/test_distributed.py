@@ -64,7 +64,37 @@ def test_two_process_training(tmp_path):
     assert (out / "results.json").exists() and (out / "checkpoints" / "last.ckpt").exists()
 
 
-@pytest.mark.slow  # passes alone; failed 1 of 3 runs inside the whole suite: not yet understood
+def test_a_dead_process_ends_its_launcher_at_once_in_one_line():
+    """PeerWatch (what replaces Lightning's observer, which SIGKILLs the first process within
+    5 s of another's death, silently, wherever it is): a started process that dies ends this one
+    with exit code 1 and the one error line that names --resume, at once, even while this one
+    is busy (here: asleep, not in a collective)."""
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import subprocess, sys, time\n"
+        "from lightning_modules.distributed import PeerWatch\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(0.5); raise "
+        "SystemExit(3)'])\n"
+        "PeerWatch([child], period_s=0.2).start()\n"
+        "time.sleep(60)\n"
+    )
+    start = time.time()
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1 and time.time() - start < 30
+    errors = [ln for ln in result.stderr.splitlines() if ": error: " in ln]
+    assert len(errors) == 1, result.stderr
+    assert "rank 1 ended with exit code 3" in errors[0] and "--resume" in errors[0]
+
+
+# Slow: 3 epochs in two processes, then a resume (about 2 min). It used to fail now and then
+# on a loaded machine: Lightning's observer SIGKILLed the first process (no error line) when it
+# was not inside a collective within 5 s of the kill; PeerWatch reports it instead.
+@pytest.mark.slow
 def test_a_dead_rank_ends_the_run_and_resume_continues(tmp_path):
     """SIGKILL on rank 1 after the first checkpoint: rank 0 does not wait forever in its next
     collective; it ends within the test's bound, in one line that says how to go on; --resume
