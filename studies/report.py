@@ -1,5 +1,7 @@
 """The study's report: a markdown table per backbone and a plot of accuracy against MACs, from
-the results file that `studies.run` collects (studies/results/NAME.json).
+the results file that `studies.run` collects (studies/results/NAME.json); weight-pruned
+networks (their rows carry a ``sparsity``: they keep the full network's MACs) get their own
+table and a plot of accuracy against sparsity instead.
 
     python -m studies.run --config configs/study/resnet20_cifar10_cpu.yaml --report
 """
@@ -32,6 +34,8 @@ METHODS = {
     "sss": "Sparse Structure Selection",
     "amc": "AMC",
     "netadapt": "NetAdapt (MACs)",
+    "magnitude": "Magnitude (weights)",
+    "imp": "IMP (lottery ticket)",
 }
 DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 SCHEMES = {
@@ -40,8 +44,41 @@ SCHEMES = {
     "scratch_e": "Scratch-E",
     "scratch_b": "Scratch-B",
     "fine_tune": "Fine-tune",
+    "rewind": "Rewind",
 }
-MARKERS = {"kd": "o", "rkd": "v", "scratch_e": "s", "scratch_b": "^", "fine_tune": "D"}
+MARKERS = {
+    "kd": "o",
+    "rkd": "v",
+    "scratch_e": "s",
+    "scratch_b": "^",
+    "fine_tune": "D",
+    "rewind": "P",
+}
+# the sparsity plot's curves: (source of the mask, scheme) -> label
+CURVES = {
+    ("magnitude", "fine_tune"): "Magnitude, fine-tuned",
+    ("magnitude", "scratch_e"): "Magnitude mask, scratch (same mask)",
+    ("imp", "rewind"): "IMP, rewound (lottery ticket)",
+    ("imp", "scratch_e"): "IMP mask, random re-init",
+}
+# the sparsity table's training column
+TRAINING = {
+    ("magnitude", "fine_tune"): "Fine-tuned from the teacher",
+    ("magnitude", "scratch_e"): "Scratch-E, same mask",
+    ("imp", "rewind"): "Rewound to the dense run's early weights (ticket)",
+    ("imp", "scratch_e"): "Random re-init (Scratch-E), same mask",
+}
+SOURCES = {"magnitude": "Magnitude (one shot, teacher)", "imp": "IMP (iterative, dense run)"}
+
+
+def structured(runs: list[dict]) -> list[dict]:
+    """The runs compared by MACs: every run but the weight-pruned ones (which carry a
+    ``sparsity`` and keep the full network's MACs; see `sparsity_table`)."""
+    return [r for r in runs if "sparsity" not in r]
+
+
+def sparse(runs: list[dict]) -> list[dict]:
+    return [r for r in runs if "sparsity" in r]
 
 
 def groups(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:
@@ -61,7 +98,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def table(data: dict) -> str:
-    """One markdown table: a row per (method, scheme), the full networks first."""
+    """One markdown table: a row per (method, scheme), the full networks first; the
+    weight-pruned runs are left to `sparsity_table`."""
     head = (
         "| Method | Scheme | MACs | MACs cut | Params | Top-1 % (mean ± std) | n | Epochs "
         "| Wall min |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
@@ -78,7 +116,7 @@ def table(data: dict) -> str:
                 f"| {label} | CE | {t['macs'] / 1e6:.2f}M | 0.0% | {t['params'] / 1e3:.1f}K | "
                 f"{100 * t['test_acc']:.2f} | 1 | {t['epochs']} | {t['wall_time_s'] / 60:.1f} |"
             )
-    for method, scheme, rows in groups(data["runs"]):
+    for method, scheme, rows in groups(structured(data["runs"])):
         acc, std = mean_std([100 * r["test_acc"] for r in rows])
         top1 = f"{acc:.2f} ± {std:.2f}" if len(rows) > 1 else f"{acc:.2f}"
         macs = statistics.fmean(r["macs"] for r in rows)
@@ -101,10 +139,11 @@ def plot(data: dict, path: Path) -> None:
     (one column per scheme, methods side by side, every run a point)."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [1.25, 1]})
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    present = list(dict.fromkeys(m for m, _, _ in groups(data["runs"])))
+    runs = structured(data["runs"])
+    present = list(dict.fromkeys(m for m, _, _ in groups(runs)))
     colors = {m: cycle[i % len(cycle)] for i, m in enumerate(present)}
     _by_scheme(data, ax2, colors)
-    for method, scheme, rows in groups(data["runs"]):
+    for method, scheme, rows in groups(runs):
         ax.scatter(
             [r["macs"] / 1e6 for r in rows],
             [100 * r["test_acc"] for r in rows],
@@ -130,6 +169,10 @@ def plot(data: dict, path: Path) -> None:
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -138,10 +181,11 @@ def plot(data: dict, path: Path) -> None:
 
 
 def _by_scheme(data: dict, ax: plt.Axes, colors: dict[str, str]) -> None:
-    schemes = [k for k in SCHEMES if any(r["scheme"] == k for r in data["runs"])]
+    runs = structured(data["runs"])
+    schemes = [k for k in SCHEMES if any(r["scheme"] == k for r in runs)]
     present = list(colors)
     width = 0.8 / max(1, len(present))
-    for method, scheme, rows in groups(data["runs"]):
+    for method, scheme, rows in groups(runs):
         x = schemes.index(scheme) + (present.index(method) - (len(present) - 1) / 2) * width
         ax.scatter([x] * len(rows), [100 * r["test_acc"] for r in rows], color=colors[method],
                    marker=MARKERS[scheme], s=40, alpha=0.85)  # fmt: skip
@@ -154,10 +198,106 @@ def _by_scheme(data: dict, ax: plt.Axes, colors: dict[str, str]) -> None:
     ax.grid(alpha=0.3, axis="y")
 
 
+def curves(runs: list[dict]) -> list[tuple[str, str, list[tuple[float, list[dict]]]]]:
+    """The weight-pruned runs by (source of the mask, scheme), each a list of (sparsity, runs)
+    in increasing sparsity; the sources and schemes in CURVES' order, then any others."""
+    rows = sparse(runs)
+    keys = list(
+        dict.fromkeys([*CURVES, *((r.get("source", r["method"]), r["scheme"]) for r in rows)])
+    )
+    out = []
+    for source, scheme in keys:
+        mine = [r for r in rows if (r.get("source", r["method"]), r["scheme"]) == (source, scheme)]
+        if mine:
+            levels = sorted({r["sparsity"] for r in mine})
+            out.append(
+                (source, scheme, [(s, [r for r in mine if r["sparsity"] == s]) for s in levels])
+            )
+    return out
+
+
+def _curve_label(source: str, scheme: str) -> str:
+    return CURVES.get((source, scheme), f"{METHODS.get(source, source)}, {SCHEMES[scheme]}")
+
+
+def _dense_runs(data: dict) -> list[dict]:
+    """The full network's runs under the finals' recipe (the tickets' dense run among them)."""
+    return [
+        r for r in structured(data["runs"]) if r["method"] == "full" and r["scheme"] == "scratch_e"
+    ]
+
+
+def sparsity_table(data: dict) -> str:
+    """The weight-pruned networks: a row per (mask, training, sparsity), under the full
+    network's rows; empty when the study has none."""
+    found = curves(data["runs"])
+    if not found:
+        return ""
+    lines = [
+        "| Mask | Training | Sparsity | Top-1 % (mean ± std) | n | Epochs | Wall min |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def row(mask: str, training: str, sparsity: float, rows: list[dict]) -> None:
+        acc, std = mean_std([100 * r["test_acc"] for r in rows])
+        top1 = f"{acc:.2f} ± {std:.2f}" if len(rows) > 1 else f"{acc:.2f}"
+        epochs = "/".join(map(str, sorted({r["epochs"] for r in rows})))
+        wall = statistics.fmean(r["wall_time_s"] for r in rows) / 60
+        lines.append(f"| {mask} | {training} | {100 * sparsity:.1f}% | {top1} | {len(rows)} | "
+                     f"{epochs} | {wall:.1f} |")  # fmt: skip
+
+    t = data["teachers"].get("teacher")
+    if t:
+        row("Full network (teacher)", "CE", 0.0, [t])
+    if _dense_runs(data):
+        row("Full network (finals recipe)", SCHEMES["scratch_e"], 0.0, _dense_runs(data))
+    for source, scheme, points in found:
+        mask = SOURCES.get(source, METHODS.get(source, source))
+        for sparsity, rows in points:
+            row(mask, TRAINING.get((source, scheme), SCHEMES[scheme]), sparsity, rows)
+    return "\n".join(lines) + "\n"
+
+
+def sparsity_plot(data: dict, path: Path) -> None:
+    """Accuracy against the fraction of conv and linear weights zeroed: one curve per (mask,
+    training), every seed's mean with its spread, the full network's accuracies as lines (the
+    figure of Rethinking the Value of Network Pruning's unstructured section)."""
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    styles = {"fine_tune": "-", "rewind": "-", "scratch_e": "--"}
+    colors = {"magnitude": "tab:blue", "imp": "tab:red"}
+    ticks: set[float] = set()
+    for source, scheme, points in curves(data["runs"]):
+        x = [100 * s for s, _ in points]
+        stats = [mean_std([100 * r["test_acc"] for r in rows]) for _, rows in points]
+        ticks.update(x)
+        ax.errorbar(
+            x, [m for m, _ in stats], yerr=[d for _, d in stats],
+            marker=MARKERS[scheme], ls=styles.get(scheme, ":"), color=colors.get(source),
+            capsize=3, label=_curve_label(source, scheme),
+        )  # fmt: skip
+    dense = _dense_runs(data)
+    if dense:
+        acc = statistics.fmean(100 * r["test_acc"] for r in dense)
+        ax.axhline(acc, color="black", ls="--", lw=1, label="Full network, finals recipe")
+    t = data["teachers"].get("teacher")
+    if t:
+        ax.axhline(100 * t["test_acc"], color="grey", ls=":", lw=1,
+                   label="Full network, teacher (magnitude's source)")  # fmt: skip
+    ax.set_xticks(sorted(ticks))
+    ax.set_xlabel("Sparsity (% of conv and linear weights zeroed)")
+    dataset = DATASETS.get(data.get("dataset", "cifar10"), data.get("dataset"))
+    ax.set_ylabel(f"{dataset} test top-1 (%)")
+    ax.set_title(f"{data['study']}: accuracy vs weight sparsity", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def paired(data: dict, method: str = "tas", scheme: str = "kd") -> str:
     """``method`` against Uniform (the same training seeds, paired) and against the median
     Random network, under ``scheme``, in points of top-1; empty when either side is missing."""
-    runs = [r for r in data["runs"] if r["scheme"] == scheme]
+    runs = [r for r in structured(data["runs"]) if r["scheme"] == scheme]
     ours = {r["seed"]: 100 * r["test_acc"] for r in runs if r["method"] == method}
     if not ours:
         return ""
@@ -192,8 +332,16 @@ def write_report(data: dict) -> None:
     gaps = paired(data)
     if gaps:
         text += f"\nPaired differences:\n\n{gaps}"
+    weights = sparsity_table(data)
+    if weights:
+        head = "Weight pruning (the full network's shape and MACs, masks kept applied)"
+        text += f"\n{head}:\n\n{weights}"
     write_text_atomic(md, f"<!-- written by python -m studies.run --report -->\n\n{text}")
     png = ROOT / "docs" / f"study_{name}.png"
     plot(data, png)
     print(text)
     print(f"table: {md.relative_to(ROOT)}\nplot:  {png.relative_to(ROOT)}")
+    if weights:
+        png = png.with_name(f"study_{name}_sparsity.png")
+        sparsity_plot(data, png)
+        print(f"plot:  {png.relative_to(ROOT)}")

@@ -1,5 +1,8 @@
 """Run the pruning comparison study: TAS against Uniform, Random, L1-norm and Network Slimming,
-under KD, Scratch-E, Scratch-B and fine-tuning (see RESULTS.md), then write its report.
+under KD, Scratch-E, Scratch-B and fine-tuning (see RESULTS.md), then write its report. Weight
+pruning has its own rows: magnitude masks (fine-tuned, or trained from scratch under the same
+mask) and lottery tickets (iterative magnitude pruning with rewinding, and its random
+re-initialisation control), drawn as accuracy against sparsity.
 
     python -m studies.run --config configs/study/resnet20_cifar10_cpu.yaml --jobs 2
     python -m studies.run --config configs/study/resnet20_cifar10_cpu.yaml --report
@@ -29,9 +32,13 @@ import tas
 from lightning_modules.data import NUM_CLASSES
 from tas.arch import write_text_atomic
 from tas.baselines import random_within
+from tas.baselines.sparsity import SCOPES
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMES = ("kd", "rkd", "scratch_e", "scratch_b", "fine_tune")  # rkd: KD + relational KD
+# rkd: KD + relational KD; rewind: a lottery ticket (an imp round's mask on its dense run's
+# early weights)
+SCHEMES = ("kd", "rkd", "scratch_e", "scratch_b", "fine_tune", "rewind")
+RANDOM_INIT = ("kd", "rkd", "scratch_e", "scratch_b")  # the finals that start from fresh weights
 STUDY_DATASETS = ("cifar10", "cifar100")
 BAND = 0.02  # every compared network's MACs within this fraction of the target
 
@@ -59,6 +66,12 @@ class Network:
     deps: tuple[str, ...] = ()  # steps its found.json needs
     inherit_from: str = "teacher"
     write: Callable[[], None] | None = None  # writes its found.json in-process (random draws)
+    info: dict = field(default_factory=dict)  # more for its finals' rows (a mask's sparsity)
+    # a rewind final's (step, checkpoint): the dense run whose early weights a ticket restarts from
+    rewind: tuple[str, str] | None = None
+    # the seed of the run whose initial weights its mask was found on: a fresh-weights final at
+    # this seed would restart from those very weights (train.py seeds the initialisation)
+    mask_seed: int | None = None
 
 
 def _tas(study: Study, name: str, spec: dict) -> Network:
@@ -187,15 +200,133 @@ def _sensitivity(study: Study, name: str, spec: dict) -> Network:
     return Network(name, spec.get("family", name), found, [curves, maker], (step,), teacher)
 
 
+def _check_keys(name: str, spec: dict, allowed: set[str]) -> None:
+    unknown = set(spec) - allowed - {"kind", "family"}
+    if unknown:
+        raise ValueError(
+            f"network {name}: unknown keys {sorted(unknown)} ({', '.join(sorted(allowed))})"
+        )
+
+
+def _sparsity_and_scope(name: str, spec: dict, key: str) -> tuple[list[float], str]:
+    """``spec[key]`` (one sparsity or an increasing list) and ``scope``, checked."""
+    value = spec.get(key)
+    values = value if isinstance(value, list) else [value]
+    ok = (
+        isinstance(value, list) == (key == "sparsities")
+        and values
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1 for v in values
+        )
+    )
+    if not ok or any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        what = "a strictly increasing list of fractions" if key == "sparsities" else "a fraction"
+        raise ValueError(
+            f"network {name}: {key} must be {what} in (0, 1) of conv and linear weights "
+            f"zeroed, got {value!r}"
+        )
+    scope = spec.get("scope", "global")
+    if scope not in SCOPES:
+        raise ValueError(f"network {name}: scope must be one of {list(SCOPES)}, got {scope!r}")
+    return [float(v) for v in values], scope
+
+
+def _magnitude_args(
+    source: str, sparsity: float, scope: str, masks: str | None
+) -> Callable[[], list[str]]:
+    return lambda: [
+        "prune.py",
+        "--method", "magnitude",
+        "--teacher", source,
+        "--sparsity", f"{sparsity:g}",
+        "--scope", scope,
+        *(["--masks", masks] if masks else []),
+    ]  # fmt: skip
+
+
+def _magnitude(study: Study, name: str, spec: dict) -> Network:
+    """Magnitude pruning of ``teacher``'s weights (Han et al. 2015): ``sparsity`` of its conv
+    and linear weights zeroed, per layer or under one ``global`` threshold (``scope``, default
+    global). The network keeps the full shape; its mask stays applied in every final: fine-tuning
+    inherits the teacher's weights under it, Scratch-E trains fresh weights under the same mask
+    (Liu et al. 2019, Rethinking the Value of Network Pruning, section 6)."""
+    _check_keys(name, spec, {"sparsity", "scope", "teacher"})
+    (sparsity,), scope = _sparsity_and_scope(name, spec, "sparsity")
+    teacher, step = spec.get("teacher", "teacher"), f"prune_{name}"
+    source = study.ckpt(teacher)
+    maker = Step(step, _magnitude_args(source, sparsity, scope, None), "found.json",
+                 (teacher,))  # fmt: skip
+    return Network(
+        name, spec.get("family", "magnitude"), str(study.path(step, "found.json")), [maker],
+        (step,), inherit_from=teacher,
+        info={"sparsity": sparsity, "source": "magnitude", "scope": scope},
+        mask_seed=0,  # the teachers are trained with --seed 0
+    )  # fmt: skip
+
+
+def imp_rounds(name: str, sparsities: list[float]) -> list[str]:
+    """The network names of an imp entry's rounds: NAME and the sparsity in percent (imp50,
+    imp75, imp87p5)."""
+    return [name + f"{100 * s:g}".replace(".", "p") for s in sparsities]
+
+
+def _imp(study: Study, name: str, spec: dict) -> list[Network]:
+    """Lottery tickets (Frankle & Carbin 2019; with rewinding, Frankle et al. 2020): iterative
+    magnitude pruning of ``dense`` (a ``full`` network; its Scratch-E seed-0 final is the dense
+    run, which then keeps every epoch's checkpoint). Round r prunes round r-1's trained ticket
+    (round 1: the dense run) to ``sparsities[r-1]``, its pruned weights staying pruned
+    (``--masks``); its ``rewind`` final trains that mask from the dense run's weights after epoch
+    ``rewind_epoch`` (0: after the first epoch) with the finals' recipe, and the next round prunes
+    what that training ends with. The same masks under Scratch-E are Rethinking's random
+    re-initialisation control (Liu et al. 2019). One network per round: ``imp_rounds``."""
+    _check_keys(name, spec, {"sparsities", "scope", "dense", "rewind_epoch"})
+    sparsities, scope = _sparsity_and_scope(name, spec, "sparsities")
+    dense = spec.get("dense", "full")
+    if study.cfg["networks"].get(dense, {}).get("kind") != "full":
+        raise ValueError(f"network {name}: dense must name a `kind: full` network, got {dense!r}")
+    epoch = spec.get("rewind_epoch", 0)
+    if (
+        not isinstance(epoch, int)
+        or isinstance(epoch, bool)
+        or not 0 <= epoch < study.cfg["epochs"]
+    ):
+        raise ValueError(
+            f"network {name}: rewind_epoch must be an epoch of the dense run, 0 to "
+            f"{study.cfg['epochs'] - 1}, got {epoch!r}"
+        )
+    dense_run = f"{dense}-scratch_e-s0"
+    study.keep_epochs.add(dense)
+    rewind = (dense_run, str(study.path(dense_run, "checkpoints", f"epoch{epoch:03d}.ckpt")))
+    networks: list[Network] = []
+    source, source_step, masks = study.ckpt(dense_run), dense_run, None
+    for r, (round_name, sparsity) in enumerate(zip(imp_rounds(name, sparsities), sparsities), 1):
+        step = f"prune_{round_name}"
+        maker = Step(step, _magnitude_args(source, sparsity, scope, masks), "found.json",
+                     (source_step,))  # fmt: skip
+        networks.append(
+            Network(
+                round_name, spec.get("family", "imp"), str(study.path(step, "found.json")),
+                [maker], (step,), inherit_from=source_step,
+                info={"sparsity": sparsity, "source": "imp", "scope": scope, "round": r},
+                rewind=rewind, mask_seed=0,  # the dense run's seed
+            )
+        )  # fmt: skip
+        source_step = f"{round_name}-rewind-s0"
+        source, masks = study.ckpt(source_step), str(study.path(step, "found.masks.pt"))
+    return networks
+
+
 # How each kind of network is made: a new baseline is a prune.py method plus one `kind: prune`
 # entry in a study config, no code here.
-NETWORK_KINDS: dict[str, Callable[[Study, str, dict], Network]] = {
+NETWORK_KINDS: dict[str, Callable[[Study, str, dict], Network | list[Network]]] = {
     "tas": _tas,
     "full": _full,
     "uniform": _uniform,
     "random": _random,
     "prune": _prune,
     "sensitivity": _sensitivity,
+    "magnitude": _magnitude,
+    "imp": _imp,  # one network per round
 }
 
 
@@ -286,24 +417,47 @@ class Study:
             self._teacher(name, spec) for name, spec in c.get("teachers", {"teacher": []}).items()
         ]
         self.networks: dict[str, Network] = {}
+        self.keep_epochs: set[str] = set()  # networks whose seed-0 Scratch-E run keeps every epoch
+        expanded: dict[str, list[str]] = {}  # an entry that makes several networks: their names
         for name, spec in c["networks"].items():
             kind = spec.get("kind")
             if kind not in NETWORK_KINDS:
                 raise ValueError(
                     f"network {name}: kind must be one of {sorted(NETWORK_KINDS)}, got {kind!r}"
                 )
-            network = NETWORK_KINDS[kind](self, name, spec)
-            self.networks[name] = network
-            steps += network.makers
+            made = NETWORK_KINDS[kind](self, name, spec)
+            made = made if isinstance(made, list) else [made]
+            if [n.name for n in made] != [name]:
+                expanded[name] = [n.name for n in made]
+            for network in made:
+                if network.name in self.networks or (
+                    network.name != name and network.name in c["networks"]
+                ):
+                    raise ValueError(f"network {name}: {network.name!r} is defined twice")
+                self.networks[network.name] = network
+                steps += network.makers
         for entry in c["finals"]:
             scheme = entry["scheme"]
             if scheme not in SCHEMES:
                 raise ValueError(f"finals: scheme must be one of {list(SCHEMES)}, got {scheme!r}")
             for seed in entry["seeds"]:
                 for name in entry["networks"]:
+                    if name in expanded and name not in self.networks:
+                        raise ValueError(
+                            f"finals name {name!r}, which makes the networks "
+                            f"{expanded[name]}: name those"
+                        )
                     if name not in self.networks:
                         raise ValueError(f"finals name {name!r}, which networks: does not define")
                     steps.append(self._final(self.networks[name], scheme, seed))
+        names = {s.name for s in steps}
+        for step in steps:
+            missing = [d for d in step.deps if d not in names]
+            if missing:
+                raise ValueError(
+                    f"step {step.name} needs {', '.join(missing)}, which the plan does not "
+                    "have: add it to finals"
+                )
         return steps
 
     def _teacher(self, name: str, spec: list | dict) -> Step:
@@ -340,13 +494,29 @@ class Study:
             deps.append("teacher")
         if scheme == "fine_tune":
             deps.append(net.inherit_from)
+        if scheme == "rewind":
+            if net.rewind is None:
+                raise ValueError(
+                    f"finals: rewind restarts an imp round's mask from its dense run's early "
+                    f"weights; {net.name} is not an imp round"
+                )
+            deps.append(net.rewind[0])
+        if scheme in RANDOM_INIT and seed == net.mask_seed:
+            raise ValueError(
+                f"finals: {scheme} of {net.name} at seed {seed}: its mask was found on a run "
+                f"initialised with seed {seed}, so these fresh weights would be that run's very "
+                "initial weights (a lottery ticket, not a re-initialisation); use another seed"
+            )
+        keep = ["--keep_every_epoch", "true"] if net.name in self.keep_epochs and seed == 0 else []
 
         def args() -> list[str]:
             if scheme in ("kd", "rkd"):
                 distill = ["--model.distill", "hinton+rkd"] if scheme == "rkd" else []
                 return self._train(name, *extra, "--teacher", self.ckpt("teacher"), *distill)
-            if scheme == "scratch_e":
-                return self._train(name, *extra)
+            if scheme == "scratch_e":  # an imp entry's dense run keeps its early checkpoints
+                return self._train(name, *extra, *keep)
+            if scheme == "rewind":
+                return self._train(name, *extra, "--init", "inherit", "--init_from", net.rewind[1])
             if scheme == "scratch_b":
                 return self._train(name, *extra, epochs=self.scratch_b_epochs(net.arch))
             return self._train(
@@ -356,7 +526,7 @@ class Study:
                 epochs=c["finetune_epochs"],
             )  # fmt: skip
 
-        info = {"method": net.family, "scheme": scheme, "seed": seed, "arch": net.name}
+        info = {"method": net.family, "scheme": scheme, "seed": seed, "arch": net.name, **net.info}
         return Step(name, args, "results.json", tuple(dict.fromkeys(deps)), info)
 
     def init_from(self, net: Network) -> str:

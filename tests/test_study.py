@@ -174,7 +174,10 @@ def test_full_data_study_plan_is_its_config(tmp_path):
             seeds[(s.info["arch"], s.info["scheme"])].add(s.info["seed"])
     assert seeds[("tas", "kd")] == seeds[("uniform", "kd")] == {0, 1, 2}
     further = {"thinet", "lasso", "sss", "amc", "netadapt", "sensitivity"}
-    assert {a for a, sc in seeds if sc == "fine_tune"} == {"tas", "l1_norm", "slimming", *further}
+    magnitude = {"mag50", "mag75", "mag90", "mag95"}  # weight pruning: see the test below
+    assert {a for a, sc in seeds if sc == "fine_tune"} == {
+        "tas", "l1_norm", "slimming", *further, *magnitude
+    }  # fmt: skip
     assert {a for a, sc in seeds if sc == "kd"} >= {"tas_scratch", "tas_search1", "random2"}
     assert {a for a, sc in seeds if sc == "kd"} >= further
     assert {a for a, sc in seeds if sc == "rkd"} == {"tas", "uniform"}
@@ -298,3 +301,173 @@ def test_settling_check_ranks_found_uniform_and_random(tmp_path):
         assert 0.45 * full <= rows[k]["macs"] <= 0.5 * full
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=script_env())
     assert again.returncode == 0 and "random:0:" not in again.stdout  # done: not retrained
+
+
+FULL_CONFIG = ROOT / "configs" / "study" / "resnet20_cifar10_full.yaml"
+
+
+def _arg(cmd: list[str], flag: str) -> str:
+    return cmd[cmd.index(flag) + 1]
+
+
+def test_weight_pruning_rows_of_the_full_data_study(tmp_path):
+    """Magnitude masks (fine-tuned; Scratch-E under the same mask) and lottery tickets (IMP
+    with rewinding; their random re-initialisation), planned at the end of the queue."""
+    study = Study(str(FULL_CONFIG), runs_root=tmp_path)
+    steps = {s.name: s for s in study.steps}
+    imp = ["imp50", "imp75", "imp90", "imp95"]
+    mag = ["mag50", "mag75", "mag90", "mag95"]
+    new = [f"{n}-rewind-s0" for n in imp] + [f"{n}-fine_tune-s0" for n in mag]
+    new += [f"{n}-scratch_e-s1" for n in [*mag, *imp]]
+    assert [s.name for s in study.steps[-len(new) :]] == new  # they run last
+    # the dense run keeps every epoch's checkpoint: the tickets rewind to its first
+    dense = study.command(steps["full-scratch_e-s0"])
+    assert _arg(dense, "--keep_every_epoch") == "true" and _arg(dense, "--arch") == "full"
+    assert "--keep_every_epoch" not in study.command(steps["tas-scratch_e-s0"])
+    rewind_to = str(study.path("full-scratch_e-s0", "checkpoints", "epoch000.ckpt"))
+    # round 1 prunes the dense run; round r the ticket of round r-1, its masks kept
+    first = study.command(steps["prune_imp50"])
+    assert steps["prune_imp50"].deps == ("full-scratch_e-s0",)
+    assert _arg(first, "--method") == "magnitude" and _arg(first, "--sparsity") == "0.5"
+    assert _arg(first, "--teacher") == study.ckpt("full-scratch_e-s0") and "--masks" not in first
+    assert _arg(first, "--scope") == "global"
+    assert _arg(first, "--out") == str(study.path("prune_imp50", "found.json"))
+    for prev, this, sparsity in zip(imp, imp[1:], ["0.75", "0.9", "0.95"]):
+        cmd = study.command(steps[f"prune_{this}"])
+        assert steps[f"prune_{this}"].deps == (f"{prev}-rewind-s0",)
+        assert _arg(cmd, "--teacher") == study.ckpt(f"{prev}-rewind-s0")
+        assert _arg(cmd, "--masks") == str(study.path(f"prune_{prev}", "found.masks.pt"))
+        assert _arg(cmd, "--sparsity") == sparsity
+    for r, name in enumerate(imp, 1):
+        ticket = steps[f"{name}-rewind-s0"]
+        assert ticket.deps == (f"prune_{name}", "full-scratch_e-s0")
+        cmd = study.command(ticket)
+        assert _arg(cmd, "--arch") == str(study.path(f"prune_{name}", "found.json"))
+        assert _arg(cmd, "--init") == "inherit" and _arg(cmd, "--init_from") == rewind_to
+        assert _arg(cmd, "--trainer.max_epochs") == str(study.cfg["epochs"])
+        assert "--model.lr" not in cmd and "--keep_every_epoch" not in cmd
+        assert ticket.info | {"sparsity": 0} == {
+            "method": "imp", "scheme": "rewind", "seed": 0, "arch": name, "sparsity": 0,
+            "source": "imp", "scope": "global", "round": r,
+        }  # fmt: skip
+        control = study.command(steps[f"{name}-scratch_e-s1"])
+        assert "--init" not in control and _arg(control, "--arch") == _arg(cmd, "--arch")
+        assert steps[f"{name}-scratch_e-s1"].deps == (f"prune_{name}",)
+    # magnitude: pruned from the teacher, fine-tuned from its weights under the mask
+    for name, sparsity in zip(mag, [0.5, 0.75, 0.9, 0.95]):
+        prune = study.command(steps[f"prune_{name}"])
+        assert steps[f"prune_{name}"].deps == ("teacher",) and "--masks" not in prune
+        assert _arg(prune, "--teacher") == study.ckpt("teacher")
+        assert float(_arg(prune, "--sparsity")) == sparsity
+        tune = steps[f"{name}-fine_tune-s0"]
+        assert tune.deps == (f"prune_{name}", "teacher") and tune.info["sparsity"] == sparsity
+        cmd = study.command(tune)
+        assert _arg(cmd, "--init_from") == study.ckpt("teacher")
+        assert _arg(cmd, "--arch") == str(study.path(f"prune_{name}", "found.json"))
+        assert _arg(cmd, "--trainer.max_epochs") == str(study.cfg["finetune_epochs"])
+        scratch = study.command(steps[f"{name}-scratch_e-s1"])
+        assert "--init" not in scratch and _arg(scratch, "--arch") == _arg(cmd, "--arch")
+
+
+def _with(cfg: dict, tmp_path: Path, networks: dict | None = None, finals: list | None = None):
+    cfg = {**cfg, "networks": {**cfg["networks"], **(networks or {})}}
+    cfg["finals"] = [*cfg["finals"], *(finals or [])]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return Study(str(path), runs_root=tmp_path)
+
+
+IMP = {"kind": "imp", "sparsities": [0.5, 0.9], "dense": "full", "rewind_epoch": 0}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"sparsities": [0.9, 0.5]}, "strictly increasing"),
+        ({"sparsities": [0.5, 0.5]}, "strictly increasing"),
+        ({"sparsities": [0.5, 1.0]}, "strictly increasing"),
+        ({"sparsities": []}, "strictly increasing"),
+        ({"sparsities": 0.5}, "strictly increasing"),
+        ({"sparsities": [0.5, "x"]}, "strictly increasing"),
+        ({"rewind": 0}, "unknown keys"),
+        ({"scope": "channel"}, "scope must be one of"),
+        ({"dense": "tas"}, "dense must name a `kind: full` network"),
+        ({"rewind_epoch": 8}, "rewind_epoch must be an epoch of the dense run, 0 to 7"),
+        ({"rewind_epoch": -1}, "rewind_epoch"),
+    ],
+)
+def test_bad_imp_specs_raise(change, message, tmp_path):
+    cfg = yaml.safe_load(FULL_CONFIG.read_text())
+    with pytest.raises(ValueError, match=message):
+        _with(cfg, tmp_path, {"lt": {**IMP, **change}})
+
+
+def test_bad_weight_pruning_plans_raise(tmp_path):
+    cfg = yaml.safe_load(FULL_CONFIG.read_text())
+    with pytest.raises(ValueError, match="sparsity must be a fraction"):
+        _with(cfg, tmp_path, {"m": {"kind": "magnitude", "sparsity": 1.5}})
+    with pytest.raises(ValueError, match="sparsity must be a fraction"):
+        _with(cfg, tmp_path, {"m": {"kind": "magnitude", "sparsity": [0.5]}})
+    with pytest.raises(ValueError, match=r"unknown keys \['ratio'\]"):
+        _with(cfg, tmp_path, {"m": {"kind": "magnitude", "sparsity": 0.5, "ratio": 0.5}})
+    with pytest.raises(ValueError, match="mag90 is not an imp round"):
+        _with(cfg, tmp_path, finals=[{"scheme": "rewind", "seeds": [0], "networks": ["mag90"]}])
+    with pytest.raises(ValueError, match="very initial weights"):  # seed 0: the dense run's init
+        _with(cfg, tmp_path, finals=[{"scheme": "scratch_e", "seeds": [0], "networks": ["imp50"]}])
+    with pytest.raises(ValueError, match="very initial weights"):  # the teachers' init
+        _with(cfg, tmp_path, finals=[{"scheme": "kd", "seeds": [0], "networks": ["mag50"]}])
+    with pytest.raises(ValueError, match=r"makes the networks \['imp50'"):
+        _with(cfg, tmp_path, finals=[{"scheme": "rewind", "seeds": [0], "networks": ["imp"]}])
+    with pytest.raises(ValueError, match="'imp50' is defined twice"):
+        _with(cfg, tmp_path, {"imp50": {"kind": "magnitude", "sparsity": 0.5}})
+    # round 2 prunes round 1's ticket: a plan without that final cannot run
+    lone = _with(
+        cfg, tmp_path, {"lt": IMP}, [{"scheme": "rewind", "seeds": [0], "networks": ["lt50"]}]
+    )
+    assert {"prune_lt50", "prune_lt90", "lt50-rewind-s0"} <= {s.name for s in lone.steps}
+    with pytest.raises(ValueError, match="prune_lt90 needs lt50-rewind-s0, which the plan"):
+        _with(
+            cfg, tmp_path, {"lt": IMP}, [{"scheme": "rewind", "seeds": [1], "networks": ["lt50"]}]
+        )
+
+
+def test_sparsity_table_and_plot_draw(tmp_path, monkeypatch):
+    from studies import report
+
+    run = {"macs": 40e6, "params": 2.7e5, "macs_reduction": 0.0, "epochs": 8, "wall_time_s": 3000}
+    runs = [
+        {**run, "method": "tas", "scheme": "kd", "seed": 0, "test_acc": 0.85, "macs": 20e6},
+        {**run, "method": "full", "scheme": "scratch_e", "seed": 0, "test_acc": 0.88},
+    ]
+    accs = {("magnitude", "fine_tune"): 0.87, ("magnitude", "scratch_e"): 0.84,
+            ("imp", "rewind"): 0.86, ("imp", "scratch_e"): 0.83}  # fmt: skip
+    for (source, scheme), acc in accs.items():
+        for k, sparsity in enumerate([0.5, 0.75, 0.9, 0.95]):
+            seeds = [1, 2] if scheme == "scratch_e" else [0]
+            for seed in seeds:
+                runs.append({**run, "method": source, "scheme": scheme, "seed": seed,
+                             "arch": f"{source}{k}", "source": source, "sparsity": sparsity,
+                             "test_acc": acc - 0.05 * k - 0.01 * seed})  # fmt: skip
+    teacher = {**run, "test_acc": 0.9, "epochs": 40}
+    data = {"study": "t", "dataset": "cifar10", "target_macs": 20e6, "teachers":
+            {"teacher": teacher}, "runs": runs}  # fmt: skip
+    text = report.sparsity_table(data)
+    assert "| Full network (teacher) | CE | 0.0% | 90.00 | 1 | 40 | 50.0 |" in text
+    assert "| Full network (finals recipe) | Scratch-E | 0.0% | 88.00 | 1 | 8 | 50.0 |" in text
+    assert "| Magnitude (one shot, teacher) | Fine-tuned from the teacher | 90.0% | 77.00 |" in text
+    assert (
+        "| IMP (iterative, dense run) | Random re-init (Scratch-E), same mask | 95.0% | 66.50 ± 0.71 | 2 |"
+        in text
+    )
+    assert text.count("\n") == 2 + 2 + 16
+    # the MACs table and plot leave them out (they keep the full network's MACs)
+    macs = report.table(data)
+    assert "Magnitude" not in macs and "IMP" not in macs and "TAS (search)" in macs
+    assert report.sparsity_table({**data, "runs": runs[:2]}) == ""
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    report.write_report(data)
+    md = (tmp_path / "studies" / "results" / "t.md").read_text()
+    assert "Weight pruning" in md and "| IMP (iterative, dense run) | Rewound" in md
+    for png in ("study_t.png", "study_t_sparsity.png"):
+        assert (tmp_path / "docs" / png).stat().st_size > 10_000
+    assert not list((tmp_path / "docs").glob(".*tmp*"))
