@@ -4,6 +4,7 @@ one-hot distributions and differentiable, files round-trip and bad ones are refu
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 import tas
-from tas.latency import LatencyTable, timed_convs
+import tas.latency
+from tas.latency import LatencyTable, shallowest, timed_convs
 from tests.conftest import ROOT
 
 
@@ -89,7 +91,7 @@ def test_round_trip_and_bad_files(table, tmp_path):
     with pytest.raises(ValueError, match="cannot be read"):
         LatencyTable.load(tmp_path / "garbage.json")
     (tmp_path / "other.json").write_text(json.dumps({"format": "tas-arch/1"}))
-    with pytest.raises(ValueError, match="not a tas-latency/1 file"):
+    with pytest.raises(ValueError, match="not a tas-latency/1 or tas-latency/2 file"):
         LatencyTable.load(tmp_path / "other.json")
     data = json.loads(path.read_text())
     del data["convs"]["stem"]
@@ -99,6 +101,112 @@ def test_round_trip_and_bad_files(table, tmp_path):
     other = tas.Arch.full(tas.SearchSpace.cifar_resnet(32))
     with pytest.raises(ValueError, match="the table is for"):
         table.predict_ms(other)
+
+
+def test_the_overhead_term_by_hand(table):
+    """predict_ms adds overhead_ms once per conv layer built; expected_ms weighs it by the
+    probability that the conv's block is kept."""
+    with_overhead = LatencyTable(table.space, {}, table.convs, table.fixed_ms, overhead_ms=0.03)
+    for seed in range(10):
+        arch = tas.Arch.random(table.space, random.Random(seed))
+        layers = 1 + 2 * sum(arch.blocks) + 2  # stem, two convs a block, two projections
+        assert len(arch.plan().layers()) == layers
+        assert with_overhead.predict_ms(arch) == pytest.approx(
+            table.predict_ms(arch) + 0.03 * layers, rel=1e-12
+        )
+    net = tas.Supernet(table.space)
+    width = net.width_probs().detach()
+    depth = torch.full((3, 3), 1 / 3, dtype=torch.float64)  # 1, 2 or 3 blocks a stage
+    # kept with probability 1, 2/3, 1/3: 2 x (1 + 2/3 + 1/3) = 4 convs a stage, plus the stem
+    # and the two stride-2 blocks' projections (their blocks are always kept)
+    layers = 1 + 3 * 4 + 2
+    got = with_overhead.expected_ms(width, depth) - table.expected_ms(width, depth)
+    assert got.item() == pytest.approx(0.03 * layers, rel=1e-12)
+    net = tas.Supernet(table.space)
+    arch = tas.Arch.random(table.space, random.Random(7))
+    one_hot(net, arch)
+    got = with_overhead.expected_ms(net.width_probs(), net.depth_probs())
+    assert got.item() == pytest.approx(with_overhead.predict_ms(arch), rel=1e-9)
+
+
+def test_fit_recovers_the_fixed_part_and_the_overhead(table):
+    truth = LatencyTable(table.space, {}, table.convs, fixed_ms=0.4, overhead_ms=-0.02)
+    full, shallow = tas.Arch.full(table.space), shallowest(table.space)
+    fitted = LatencyTable(table.space, {}, table.convs)
+    fitted.fit([(full, truth.predict_ms(full)), (shallow, truth.predict_ms(shallow))])
+    assert fitted.fixed_ms == pytest.approx(0.4) and fitted.overhead_ms == pytest.approx(-0.02)
+    # least squares over more networks, all on the model: the same answer
+    archs = [full, shallow] + [tas.Arch.random(table.space, random.Random(s)) for s in range(5)]
+    fitted.fit([(a, truth.predict_ms(a)) for a in archs])
+    assert fitted.fixed_ms == pytest.approx(0.4) and fitted.overhead_ms == pytest.approx(-0.02)
+    # the plain model: no overhead, the same prediction of the full network
+    plain = fitted.without_overhead()
+    assert plain.overhead_ms == 0
+    assert plain.predict_ms(full) == pytest.approx(truth.predict_ms(full))
+    fitted.fit([(full, 5.0), (shallow, 3.0)], overhead=False)
+    assert fitted.overhead_ms == 0
+    assert fitted.fixed_ms == pytest.approx(4.0 - (table.entries_ms(full)[0]
+                                                   + table.entries_ms(shallow)[0]) / 2)  # fmt: skip
+
+
+def test_overhead_round_trips_and_version_1_files_load(table, tmp_path):
+    path = tmp_path / "lat.json"
+    with_overhead = LatencyTable(table.space, {"backend": "eager"}, table.convs, 0.1, -0.01)
+    with_overhead.save(path)
+    again = LatencyTable.load(path)
+    assert again.overhead_ms == -0.01 and again.fixed_ms == 0.1
+    data = json.loads(path.read_text())
+    data["format"] = "tas-latency/1"
+    del data["overhead_ms"]
+    (tmp_path / "v1.json").write_text(json.dumps(data))
+    old = LatencyTable.load(tmp_path / "v1.json")
+    assert old.overhead_ms == 0 and old.fixed_ms == 0.1
+    again.check(backend="eager")
+    with pytest.raises(ValueError, match="profiled with backend 'eager' \\(not 'onnxruntime'\\)"):
+        again.check("lat.json", backend="onnxruntime", batch=1)
+
+
+def test_onnxruntime_backend_profiles_a_space():
+    pytest.importorskip("onnxruntime")
+    space = tas.SearchSpace.cifar_resnet(8)
+    table = tas.latency.profile(space, batch=1, backend="onnxruntime", threads=1, rounds=1,
+                                warmup=1)  # fmt: skip
+    assert table.meta["backend"] == "onnxruntime" and "onnxruntime" in table.meta
+    assert table.meta["threads"] == 1 and table.meta["batch"] == 1
+    assert sum(len(p) for p in table.convs.values()) == 520
+    full_ms = table.predict_ms(tas.Arch.full(space))
+    assert math.isfinite(full_ms) and full_ms > 0
+    assert full_ms == pytest.approx(table.meta["measured_ms"]["full"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    space = tas.SearchSpace.cifar_resnet(8)
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        tas.latency.profile(space, device="cuda")
+    with pytest.raises(ValueError, match="times the CPU only"):
+        tas.latency.check_device("onnxruntime", "cuda")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        tas.latency.profile(space, backend="tensorrt")
+    done = subprocess.run(
+        [sys.executable, "-m", "tas.latency", "profile", "--depth", "8", "--device", "cuda",
+         "--out", str(tmp_path / "x.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "no CUDA device is available" in done.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_the_prediction_benchmark_runs():
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.latency_prediction", "--depth", "8", "--rounds", "1",
+         "--networks", "2", "--warmup", "1", "--threads", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [ln for ln in done.stdout.splitlines() if ln.startswith("| ")]
+    assert len(rows) == 1 + 3 and rows[-1].startswith("| full |")  # header, 2 random, full
+    assert "mean |error|" in done.stdout and "threads, torch" in done.stdout  # the machine line
 
 
 def test_profile_from_the_command_line(tmp_path):
@@ -128,9 +236,14 @@ def test_profile_from_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     table = LatencyTable.load(out)
     assert table.meta["batch"] == 1 and table.meta["threads"] == 1
+    assert table.meta["backend"] == "eager"
     assert all(ms > 0 for pairs in table.convs.values() for ms in pairs.values())
-    assert table.fixed_ms >= 0
     assert sum(len(p) for p in table.convs.values()) == 1288  # ResNet-20's (conv, widths) pairs
+    # fixed_ms and overhead_ms are fitted exactly on the two networks measured with the convs
+    measured = table.meta["measured_ms"]
+    full, shallow = tas.Arch.full(table.space), shallowest(table.space)
+    assert table.predict_ms(full) == pytest.approx(measured["full"], rel=1e-9)
+    assert table.predict_ms(shallow) == pytest.approx(measured["shallowest"], rel=1e-9)
 
 
 def test_a_latency_budget_drives_the_search_step(table):
