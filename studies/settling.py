@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import tas
-from lightning_modules.data import CIFARDataModule
+from lightning_modules.data import CIFARDataModule, SearchSplitDataModule
 from lightning_modules.teacher import load_teacher
 from tas.arch import write_text_atomic
 from tas.baselines import random_within
@@ -54,7 +54,12 @@ def candidates(found: list[str], space: tas.SearchSpace, band: tuple[float, floa
 
 
 def fine_tune(
-    arch: tas.Arch, teacher: torch.nn.Module, dm: CIFARDataModule, epochs: int, lr: float, seed: int
+    arch: tas.Arch,
+    teacher: torch.nn.Module,
+    dm: SearchSplitDataModule,
+    epochs: int,
+    lr: float,
+    seed: int,
 ) -> dict:
     torch.manual_seed(seed)
     model = tas.build_model(arch, init_from=teacher)
@@ -68,10 +73,9 @@ def fine_tune(
     bar = tqdm(total=total, desc=arch.summary()[:60], file=sys.stdout, mininterval=10)
     for epoch in range(epochs):
         weights.sampler.set_epoch(epoch)  # a new order every epoch, a function of (seed, epoch)
-        dm.augment.set_epoch(epoch)
         model.train()
         for x, y in weights:
-            x, y = dm.transform_batch((x, y), train=True)
+            x, y = dm.prepare_batch((x, y), train=True, epoch=epoch)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -181,14 +185,15 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as err:
         print(f"studies.settling: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
-    dm = CIFARDataModule(
-        name=args.data_name or ("cifar10" if space.num_classes == 10 else "cifar100"),
-        root=args.data_root,
-        batch_size=args.batch_size,
-        eval_batch_size=500,
-        search_split=True,
-        train_subset=args.train_subset,
-        seed=args.seed,
+    dm = SearchSplitDataModule(
+        CIFARDataModule(
+            name=args.data_name or ("cifar10" if space.num_classes == 10 else "cifar100"),
+            root=args.data_root,
+            batch_size=args.batch_size,
+            eval_batch_size=500,
+            train_subset=args.train_subset,
+            seed=args.seed,
+        )
     )
     dm.setup()
     args.out.mkdir(parents=True, exist_ok=True)

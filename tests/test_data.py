@@ -18,13 +18,17 @@ from lightning_modules.data import (
     DataError,
     DataNotFoundError,
     EpochShuffleSampler,
+    GpuAugment,
+    SearchSplitDataModule,
     augment_batch,
+    data_module,
     load_split,
     normalize_batch,
     split_per_class,
     stratified_subset,
 )
 from lightning_modules.data import sources as D
+from lightning_modules.data.common import _local_generator, _mix_seed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_ARCHIVE = REPO_ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
@@ -351,7 +355,10 @@ def test_datamodule_plain() -> None:
 
 
 def test_datamodule_search_split() -> None:
-    dm = CIFARDataModule(name="synthetic", batch_size=50, search_split=True, val_subset=100)
+    dm = data_module(name="synthetic", batch_size=50, search_split=True, val_subset=100)
+    assert isinstance(dm, SearchSplitDataModule) and isinstance(dm.base, CIFARDataModule)
+    assert dm.num_classes == 10 and dm.image_size == 32 and dm.hparams.search_split
+    assert "not loaded yet" in dm.describe()
     dm.setup()
     loaders = dm.train_dataloader()
     assert set(loaders) == {"weights", "arch"}
@@ -364,28 +371,76 @@ def test_datamodule_search_split() -> None:
     # Validation iterates (a stratified subset of) the arch half, never the test set.
     val_y = torch.cat([y for _, y in dm.val_dataloader()])
     assert len(val_y) == 100
-    val_idx = dm._val_indices()
+    val_idx = dm.val_indices()
     assert set(val_idx.tolist()) <= set(b.tolist())
-    assert torch.equal(val_y, dm.train_labels[val_idx])
+    assert torch.equal(val_y, dm.base.train_labels[val_idx])
+    assert len(list(dm.test_dataloader())) == 10  # the base's test set, 500 images
+    line = dm.describe()
+    assert "train 2000" in line and "search split weights 1000 / arch 1000" in line
+    assert "(val 100 of the arch half)" in line and line.count("val ") == 1
+
+
+def test_search_split_batches_are_those_of_the_seeded_split() -> None:
+    """The wrapper's weights, arch and validation batches (images, labels, augmentation) are the
+    ones the seeds define: the split of the training subset by split_per_class, each half
+    shuffled by its EpochShuffleSampler (seed offsets 1 and 2), the validation subset of the arch
+    half in one permutation drawn from seed offset 3."""
+    seed, batch, eval_batch = 3, 40, 70
+    dm = data_module(
+        name="synthetic", batch_size=batch, eval_batch_size=eval_batch, train_subset=600,
+        val_subset=150, search_split=True, seed=seed,
+    )  # fmt: skip
+    dm.setup()
+    images, labels = load_split("synthetic", None, True)
+    used = stratified_subset(labels, 600, seed)
+    a, b = split_per_class(labels[used], 0.5, seed)
+    halves = {"weights": (used[a], 1), "arch": (used[b], 2)}
+    augment = GpuAugment(*(dm.base.mean.tolist(), dm.base.std.tolist()), seed=seed)
+    for epoch in (0, 1):
+        loaders = dm.train_dataloader()
+        augment.epoch = None  # new loaders: the augmentation reseeds at the next batch
+        for key, (index, offset) in halves.items():
+            loader = loaders[key]
+            loader.sampler.set_epoch(epoch)
+            sampler = EpochShuffleSampler(len(index), _mix_seed(seed, offset))
+            sampler.set_epoch(epoch)
+            order = index[sampler.order()]
+            got = list(loader)
+            assert len(got) == len(index) // batch  # drop_last
+            for k, (x, y) in enumerate(got):
+                want = order[k * batch : (k + 1) * batch]
+                assert torch.equal(x, images[want]) and torch.equal(y, labels[want])
+                augment.set_epoch(epoch)
+                xa, ya = dm.prepare_batch((x, y), train=True, epoch=epoch)
+                assert torch.equal(xa, augment(images[want], train=True)) and torch.equal(ya, y)
+    arch = used[b]
+    val = arch[stratified_subset(labels[arch], 150, seed)]
+    val = val[torch.randperm(150, generator=_local_generator(_mix_seed(seed, 3)))]
+    got = list(dm.val_dataloader())
+    assert [len(y) for _, y in got] == [70, 70, 10]
+    assert torch.equal(torch.cat([x for x, _ in got]), images[val])
+    assert torch.equal(torch.cat([y for _, y in got]), labels[val])
+    xe, _ = dm.prepare_batch(got[0], train=False, epoch=0)
+    assert torch.equal(xe, normalize_batch(images[val[:70]], dm.base.mean, dm.base.std))
 
 
 def test_search_validation_batches_mix_the_classes(monkeypatch) -> None:
     """ImageFolder copies store the images sorted by class; the search scores its derived
     network with batch statistics, so every validation batch must hold many classes."""
-    dm = CIFARDataModule(name="synthetic", batch_size=50, search_split=True, val_subset=200)
-    load = dm._load_split
+    dm = data_module(name="synthetic", batch_size=50, search_split=True, val_subset=200)
+    load = dm.base._load_split
 
     def sorted_by_class(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = load(train)
         order = torch.argsort(y, stable=True)
         return x[order], y[order]
 
-    monkeypatch.setattr(dm, "_load_split", sorted_by_class)
+    monkeypatch.setattr(dm.base, "_load_split", sorted_by_class)
     dm.setup()
     batches = [y for _, y in dm.val_dataloader()]
     assert len(batches) == 4 and all(len(y.unique()) >= 8 for y in batches)
     assert torch.equal(torch.bincount(torch.cat(batches)), torch.full((10,), 20))
-    assert torch.equal(dm._val_indices(), dm._val_indices())  # a fixed order
+    assert torch.equal(dm.val_indices(), dm.val_indices())  # a fixed order
 
 
 def test_epoch_shuffle_sampler() -> None:
@@ -428,7 +483,7 @@ def test_datamodule_in_lightning(tmp_path: Path) -> None:
         def configure_optimizers(self):  # type: ignore[no-untyped-def]
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
-    dm = CIFARDataModule(name="synthetic", batch_size=32, search_split=True, val_subset=64)
+    dm = data_module(name="synthetic", batch_size=32, search_split=True, val_subset=64)
     trainer = pl.Trainer(
         max_epochs=2,
         limit_train_batches=2,
@@ -444,7 +499,7 @@ def test_datamodule_in_lightning(tmp_path: Path) -> None:
     trainer.fit(Tiny(), datamodule=dm)
     assert seen["train"] and all(dt == torch.float32 for dt in seen["train"] + seen["val"])
     assert len(seen["first_idx"]) == 2 and seen["first_idx"][0] != seen["first_idx"][1]
-    assert dm.augment.epoch == 1
+    assert dm.base.augment.epoch == 1  # the wrapper passed its trainer's epoch on
 
 
 def test_an_unreadable_image_stops_the_run_or_is_skipped(tmp_path: Path, tiny: dict) -> None:

@@ -9,7 +9,14 @@ import pytest
 import torch
 from torchvision.io import write_jpeg
 
-from lightning_modules.data import DataNotFoundError, ImageFolderDataModule, data_module
+from lightning_modules.data import (
+    DataNotFoundError,
+    ImageFolderDataModule,
+    SearchSplitDataModule,
+    data_module,
+    split_per_class,
+)
+from lightning_modules.data.common import _local_generator, _mix_seed
 from tests.cli_helpers import QUIET, run_script
 from tests.test_cli_errors import assert_user_error
 
@@ -37,16 +44,27 @@ def test_loaders_and_the_search_split(folder):
     assert x.shape[1:] == (3, 64, 64)
     assert len(dm.test_dataloader().dataset) == 8
 
-    dm = ImageFolderDataModule(str(folder), 64, batch_size=4, search_split=True, num_workers=0)
+    dm = SearchSplitDataModule(ImageFolderDataModule(str(folder), 64, batch_size=4, num_workers=0))
+    assert dm.num_classes == 2 and dm.image_size == 64
     loaders = dm.train_dataloader()
     weights, arch = set(dm.weight_indices.tolist()), set(dm.arch_indices.tolist())
     assert not weights & arch and len(weights | arch) == 32 and len(weights) == len(arch)
-    labels = torch.tensor(dm.train_set.targets)
+    labels = torch.tensor(dm.base.train_set.targets)
     assert labels[dm.arch_indices].bincount().tolist() == [8, 8]  # split per class
+    a, b = split_per_class(labels, 0.5, 0)  # the seeded split, over all of train/
+    assert torch.equal(dm.weight_indices, a) and torch.equal(dm.arch_indices, b)
     assert set(loaders) == {"weights", "arch"}
+    assert loaders["weights"].dataset.dataset is dm.base.train_set  # augmented
+    assert loaders["arch"].sampler.seed == _mix_seed(0, 2)
     val = dm.val_dataloader()
-    assert sorted(val.dataset.indices.tolist()) == sorted(arch)  # the arch half, not val/
-    assert "search split weights 16 / arch 16" in dm.describe()
+    order = torch.randperm(16, generator=_local_generator(_mix_seed(0, 3)))
+    assert torch.equal(val.dataset.indices, b[order])  # the arch half, not val/, class-mixed
+    assert val.dataset.dataset is dm.base.train_eval_set  # un-augmented
+    x, _ = next(iter(val))
+    assert x.shape == (4, 3, 64, 64)
+    assert len(dm.test_dataloader().dataset) == 8  # val/
+    assert "search split weights 16 / arch 16 (val 16 of the arch half)" in dm.describe()
+    assert isinstance(data_module("imagefolder", str(folder), search_split=True), type(dm))
 
 
 def test_data_order_is_a_function_of_seed_and_epoch(folder):

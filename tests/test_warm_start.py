@@ -173,13 +173,13 @@ def test_search_warm_started_from_a_plain_state_dict(tmp_path):
 def test_weight_warmup_epochs_train_the_weights_only(teacher):
     import pytorch_lightning as pl
 
-    from lightning_modules.data import CIFARDataModule
+    from lightning_modules.data import data_module
     from lightning_modules.search import SearchModule
 
     def fit(warmup: int) -> tuple[SearchModule, list[torch.Tensor], list[torch.Tensor]]:
         pl.seed_everything(0)
         module = SearchModule(depth=20, ratio=0.5, teacher=teacher, weight_warmup_epochs=warmup)
-        data = CIFARDataModule(
+        data = data_module(
             name="synthetic", batch_size=32, search_split=True, synthetic_train_size=128
         )
         logits = [p.detach().clone() for p in module.net.arch_parameters()]
@@ -229,7 +229,7 @@ def test_teacher_of_another_network_is_one_line(tmp_path, teacher):
 def test_arch_lr_cosine_schedule_ends_at_zero_and_waits_for_the_warmup():
     import pytorch_lightning as pl
 
-    from lightning_modules.data import CIFARDataModule
+    from lightning_modules.data import data_module
     from lightning_modules.search import SearchModule
 
     def fit(schedule: str, warmup: int) -> list[float]:
@@ -238,7 +238,7 @@ def test_arch_lr_cosine_schedule_ends_at_zero_and_waits_for_the_warmup():
             depth=8, ratio=0.5, arch_lr=0.05, arch_lr_schedule=schedule,
             weight_warmup_epochs=warmup,
         )  # fmt: skip
-        data = CIFARDataModule(
+        data = data_module(
             name="synthetic", batch_size=32, search_split=True, synthetic_train_size=128
         )
         lrs: list[float] = []
@@ -291,14 +291,12 @@ def test_entropy_is_the_distributions_total_and_pushes_each_toward_its_favourite
 def test_entropy_weight_ramps_from_zero_over_the_search_after_the_warmup():
     import pytorch_lightning as pl
 
-    from lightning_modules.data import CIFARDataModule
+    from lightning_modules.data import data_module
     from lightning_modules.search import SearchModule
 
     pl.seed_everything(0)
     module = SearchModule(depth=8, ratio=0.5, entropy_weight=0.1, weight_warmup_epochs=1)
-    data = CIFARDataModule(
-        name="synthetic", batch_size=32, search_split=True, synthetic_train_size=128
-    )
+    data = data_module(name="synthetic", batch_size=32, search_split=True, synthetic_train_size=128)
     weights: list[float] = []
 
     class Record(pl.Callback):

@@ -1,7 +1,8 @@
 """Data for TAS: CIFAR-sized sets (loading, caching, stratified splits, batched augmentation and
 the Lightning ``CIFARDataModule``) and folders of full-size images (``ImageFolderDataModule``,
 decoded on the fly by DataLoader workers; :mod:`.imagefolder`). The command line builds one of
-the two with :func:`data_module` (``--data.name``).
+the two with :func:`data_module` (``--data.name``); the TAS search gets it wrapped in a
+``SearchSplitDataModule`` (:mod:`.search`), which splits its training images 50/50 per class.
 
 Images are kept as one uint8 tensor ``(N, 3, 32, 32)`` per split. Loaders hand out whole uint8
 batches by tensor indexing (no per-image Python work), and augmentation (random crop with 4-pixel
@@ -26,7 +27,10 @@ Nothing here imports from ``tas``: this package is pure data code.
 Modules: :mod:`.common` (names, errors, seeds), :mod:`.augment` (statistics, batch
 augmentation), :mod:`.decode` (pickle / ImageFolder / tar decoding), :mod:`.cache` (the decode
 cache), :mod:`.sources` (finding the data, ``load_split``, synthetic data), :mod:`.loaders`
-(subsets, splits, datasets, samplers) and :mod:`.module` (``CIFARDataModule``).
+(subsets, splits, datasets, samplers), :mod:`.module` (``CIFARDataModule``),
+:mod:`.imagefolder` (``ImageFolderDataModule``), :mod:`.search` (``SearchSplitDataModule``, the
+search's weight / arch halves of either), :mod:`.choose` (``data_module``) and :mod:`.samples`
+(image batches outside a fit).
 """
 
 from .augment import (
@@ -53,6 +57,7 @@ from .loaders import (
     stratified_subset,
 )
 from .module import CIFARDataModule
+from .search import SearchSplitDataModule
 from .sources import load_split, make_synthetic
 
 __all__ = [
@@ -68,6 +73,7 @@ __all__ = [
     "EpochShuffleSampler",
     "GpuAugment",
     "ImageFolderDataModule",
+    "SearchSplitDataModule",
     "TensorBatchDataset",
     "augment_batch",
     "data_module",

@@ -1,5 +1,6 @@
 """The data module the command line builds: CIFAR-sized sets (``CIFARDataModule``, decoded
-once into a uint8 cache) or a folder of full-size images (``ImageFolderDataModule``)."""
+once into a uint8 cache) or a folder of full-size images (``ImageFolderDataModule``), wrapped in
+a ``SearchSplitDataModule`` for the TAS search."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytorch_lightning as pl
 from .common import DATASET_NAMES
 from .imagefolder import ImageFolderDataModule
 from .module import CIFARDataModule
+from .search import SearchSplitDataModule
 
 
 def data_module(
@@ -34,7 +36,8 @@ def data_module(
         root: where the data is (CIFAR: see CIFARDataModule; imagefolder: required).
         batch_size, eval_batch_size: training and evaluation batch sizes.
         train_subset, val_subset, test_subset: class-stratified subsets (None: all).
-        search_split: split the training set 50/50 per class for the TAS search.
+        search_split: split the training set 50/50 per class for the TAS search: the plain
+            module comes wrapped in a :class:`SearchSplitDataModule`.
         num_workers: DataLoader workers (None: 0 for CIFAR, whose batches are tensor slices;
             8 for imagefolder, which decodes every image).
         seed: subsets, the search split and the data order.
@@ -48,23 +51,25 @@ def data_module(
         "train_subset": train_subset,
         "val_subset": val_subset,
         "test_subset": test_subset,
-        "search_split": search_split,
         "seed": seed,
     }
+    base: pl.LightningDataModule
     if name == "imagefolder":
         if root is None:
             raise ValueError("--data.name imagefolder needs --data.root, a folder with train/ val/")
         workers = 8 if num_workers is None else num_workers
-        return ImageFolderDataModule(root, image_size, resize_size, num_workers=workers, **common)
-    if name.lower().replace("-", "") not in DATASET_NAMES:
+        base = ImageFolderDataModule(root, image_size, resize_size, num_workers=workers, **common)
+    elif name.lower().replace("-", "") not in DATASET_NAMES:
         known = ", ".join((*DATASET_NAMES, "imagefolder"))
         raise ValueError(f"unknown data set {name!r}; expected one of {known}")
-    return CIFARDataModule(
-        name,
-        root,
-        num_workers=num_workers or 0,
-        synthetic_train_size=synthetic_train_size,
-        synthetic_test_size=synthetic_test_size,
-        skip_bad_images=skip_bad_images,
-        **common,
-    )
+    else:
+        base = CIFARDataModule(
+            name,
+            root,
+            num_workers=num_workers or 0,
+            synthetic_train_size=synthetic_train_size,
+            synthetic_test_size=synthetic_test_size,
+            skip_bad_images=skip_bad_images,
+            **common,
+        )
+    return SearchSplitDataModule(base) if search_split else base

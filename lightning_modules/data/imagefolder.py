@@ -8,8 +8,9 @@ augments it there (train: RandomResizedCrop + horizontal flip; evaluation: resiz
 torchvision's trained weights expect.
 
 Layout: ``ROOT/train/<class>/<image>`` and ``ROOT/val/<class>/<image>`` (``test/`` is read when
-there is no ``val/``). Search mode splits ``train/`` 50/50 per class, as for CIFAR; the arch
-half, un-augmented, is the search's validation set.
+there is no ``val/``). The search wraps the module in a ``SearchSplitDataModule``
+(:mod:`.search`), which splits ``train/`` 50/50 per class, as for CIFAR; the arch half,
+un-augmented, is the search's validation set.
 
 The data order is a function of ``(seed, epoch)``; the random crops are drawn by the workers and
 are not replayed exactly by a run resumed mid-way (the CIFAR module's are).
@@ -27,7 +28,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from .common import DataNotFoundError, _local_generator, _mix_seed
-from .loaders import EpochShuffleSampler, split_per_class, stratified_subset
+from .loaders import EpochShuffleSampler, stratified_subset
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,9 +48,10 @@ def imagenet_transforms(image_size: int, resize_size: int, train: bool) -> v2.Co
 class ImageFolderDataModule(pl.LightningDataModule):
     """Full-size ImageFolder images, decoded and augmented per image in DataLoader workers.
 
-    Same contract as ``CIFARDataModule``: plain mode trains on ``train/`` and validates and
-    tests on ``val/``; search mode (``search_split``) returns ``{"weights": ..., "arch": ...}``
-    training loaders over the two halves of ``train/`` and validates on the arch half.
+    Same contract as ``CIFARDataModule``: trains on ``train/`` and validates and tests on
+    ``val/``; the same methods serve a ``SearchSplitDataModule`` wrapped around it
+    (:meth:`training_set`, :meth:`train_loader`, :meth:`train_eval_loader`,
+    :meth:`prepare_batch`).
     """
 
     def __init__(
@@ -62,7 +64,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
         train_subset: int | None = None,
         val_subset: int | None = None,
         test_subset: int | None = None,
-        search_split: bool = False,
         num_workers: int = 8,
         seed: int = 0,
     ) -> None:
@@ -73,7 +74,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.train_subset, self.val_subset, self.test_subset = train_subset, val_subset, test_subset
-        self.search_split = search_split
         self.num_workers = num_workers
         self.seed = seed
         self.name = "imagefolder"
@@ -106,16 +106,16 @@ class ImageFolderDataModule(pl.LightningDataModule):
         train_tf = imagenet_transforms(self.image_size, self.resize_size, True)
         eval_tf = imagenet_transforms(self.image_size, self.resize_size, False)
         self.train_set = datasets.ImageFolder(str(self.train_dir), train_tf)
-        self.train_eval_set = datasets.ImageFolder(str(self.train_dir), eval_tf)  # the arch half
+        self.train_eval_set = datasets.ImageFolder(
+            str(self.train_dir), eval_tf
+        )  # a search arch half
         self.val_set = datasets.ImageFolder(str(self.val_dir), eval_tf)
         labels = torch.tensor(self.train_set.targets)
         idx = torch.arange(len(labels))
         if self.train_subset is not None:
             idx = stratified_subset(labels, self.train_subset, self.seed)
+        self.train_labels = labels
         self.train_indices = idx
-        if self.search_split:
-            a, b = split_per_class(labels[idx], 0.5, self.seed)
-            self.weight_indices, self.arch_indices = idx[a], idx[b]
         self.val_labels = torch.tensor(self.val_set.targets)
 
     def _loader(self, dataset: Any, train: bool, seed_offset: int = 0) -> DataLoader:
@@ -135,27 +135,32 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, **common)
 
-    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+    def training_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training images in use (after ``train_subset``): their indices into ``train/``
+        and their labels, ``(N,)`` int64 each."""
         self.setup()
-        if self.search_split:
-            return {
-                "weights": self._loader(Subset(self.train_set, self.weight_indices), True, 1),
-                "arch": self._loader(Subset(self.train_set, self.arch_indices), True, 2),
-            }
-        return self._loader(Subset(self.train_set, self.train_indices), True)
+        return self.train_indices, self.train_labels[self.train_indices]
+
+    def train_loader(self, indices: torch.Tensor | None = None, seed_offset: int = 0) -> DataLoader:
+        """Shuffled, augmented batches of the ``train/`` images at ``indices`` (None: all in
+        use), in an order that is a function of ``(seed, seed_offset, epoch)``."""
+        self.setup()
+        index = self.train_indices if indices is None else indices
+        return self._loader(Subset(self.train_set, index), True, seed_offset)
+
+    def train_eval_loader(self, indices: torch.Tensor) -> DataLoader:
+        """Un-augmented batches (evaluation resize + centre crop) of the ``train/`` images at
+        ``indices``, in that order."""
+        self.setup()
+        return self._loader(Subset(self.train_eval_set, indices), False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.train_loader()
 
     def val_dataloader(self) -> DataLoader:
-        """The arch half, un-augmented and shuffled once (search mode), else ``val/``."""
+        """``val/`` (or its ``val_subset``), to report progress only."""
         self.setup()
-        if not self.search_split:
-            return self._loader(self._subset(self.val_set, self.val_labels, self.val_subset), False)
-        base = self.arch_indices
-        if self.val_subset is not None:
-            labels = torch.tensor(self.train_set.targets)[base]
-            base = base[stratified_subset(labels, self.val_subset, self.seed)]
-        # mixed-class batches: the search scores its network with batch statistics
-        order = torch.randperm(len(base), generator=_local_generator(_mix_seed(self.seed, 3)))
-        return self._loader(Subset(self.train_eval_set, base[order]), False)
+        return self._loader(self._subset(self.val_set, self.val_labels, self.val_subset), False)
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
@@ -168,15 +173,18 @@ class ImageFolderDataModule(pl.LightningDataModule):
         """Batches leave the workers transformed; nothing is left to do on the device."""
         return batch
 
-    def describe(self) -> str:
+    def prepare_batch(self, batch: Any, train: bool, epoch: int) -> Any:
+        """As ``CIFARDataModule.prepare_batch``; here the batch is ready as it comes."""
+        return self.transform_batch(batch, train)
+
+    def describe(self, validation: bool = True) -> str:
+        """One line: folder, classes, split sizes, crop and batch sizes (``validation`` is
+        there for the same signature as ``CIFARDataModule.describe``: ``val/`` is also the
+        test set, and is always named)."""
         if self.train_set is None:
             return f"imagefolder {self.root} ({self.num_classes} classes; not loaded yet)"
         parts = [f"imagefolder {self.root}: {self.num_classes} classes"]
         parts.append(f"train {len(self.train_indices)} of {len(self.train_set)}")
-        if self.search_split:
-            parts.append(
-                f"search split weights {len(self.weight_indices)} / arch {len(self.arch_indices)}"
-            )
         parts.append(f"{self.val_dir.name} {len(self.val_set)}")
         parts.append(f"{self.image_size}px (eval resize {self.resize_size})")
         parts.append(f"batch {self.batch_size}/{self.eval_batch_size}")

@@ -7,12 +7,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from .augment import GpuAugment, dataset_stats
-from .common import NUM_CLASSES, _check_name, _local_generator, _mix_seed
+from .common import NUM_CLASSES, _check_name, _mix_seed
 from .loaders import (
     EpochShuffleSampler,
     TensorBatchDataset,
     passthrough_collate,
-    split_per_class,
     stratified_subset,
 )
 from .sources import _load, make_synthetic
@@ -21,17 +20,13 @@ from .sources import _load, make_synthetic
 class CIFARDataModule(pl.LightningDataModule):
     """CIFAR-10/100 (or synthetic) as uint8 tensors, with batch augmentation on the device.
 
-    Plain training (``search_split=False``): ``train_dataloader`` covers the (optionally
-    subsetted) training set, shuffled; ``val_dataloader`` and ``test_dataloader`` cover the test
-    set. The test set serves as "validation" only to report progress of a plain training run;
-    it must never be used to make choices (architecture, checkpoint, hyper-parameters).
-
-    TAS search (``search_split=True``): the training set is split 50/50 per class with ``seed``.
-    ``train_dataloader`` returns ``{"weights": loader over half A, "arch": loader over half B}``
-    (Lightning combines them in ``max_size_cycle`` mode, so a training batch is a dict of two
-    ``(x, y)`` batches); ``val_dataloader`` covers half B unshuffled: the search chooses its
-    architecture on this held-out half, never on the test set. ``test_dataloader`` covers the
-    test set.
+    ``train_dataloader`` covers the (optionally subsetted) training set, shuffled;
+    ``val_dataloader`` and ``test_dataloader`` cover the test set. The test set serves as
+    "validation" only to report progress of a plain training run; it must never be used to make
+    choices (architecture, checkpoint, hyper-parameters). The TAS search wraps this module in a
+    :class:`~.search.SearchSplitDataModule`, which splits the training images in use 50/50 per
+    class and validates on the held-out half, through :meth:`training_set`,
+    :meth:`train_loader`, :meth:`train_eval_loader` and :meth:`prepare_batch`.
 
     Batches leave the loaders as ``(x (B, 3, 32, 32) uint8, y (B,) int64)``;
     :meth:`on_after_batch_transfer` turns ``x`` into a normalised float batch on the device,
@@ -48,7 +43,6 @@ class CIFARDataModule(pl.LightningDataModule):
         train_subset: int | None = None,
         val_subset: int | None = None,
         test_subset: int | None = None,
-        search_split: bool = False,
         num_workers: int = 0,
         seed: int = 0,
         synthetic_train_size: int = 2000,
@@ -69,11 +63,10 @@ class CIFARDataModule(pl.LightningDataModule):
                 validation set (None: all).
             test_subset: test on a class-stratified subset of this many test images (None:
                 all; for smoke runs only: reported accuracies use the whole test set).
-            search_split: split the training set 50/50 per class into a weight half and an
-                architecture half, for TAS search.
             num_workers: ``DataLoader`` worker processes (indexing a tensor is cheap; 0 is
                 usually fastest).
-            seed: seed of the subsets, the search split, the data order and the augmentation.
+            seed: seed of the subsets, the data order and the augmentation (and of a search
+                split made over this module).
             synthetic_train_size: training images of the ``synthetic`` data set.
             synthetic_test_size: test images of the ``synthetic`` data set.
             skip_bad_images: leave out images that cannot be decoded (one warning line with
@@ -88,7 +81,6 @@ class CIFARDataModule(pl.LightningDataModule):
         self.train_subset = train_subset
         self.val_subset = val_subset
         self.test_subset = test_subset
-        self.search_split = search_split
         self.num_workers = num_workers
         self.seed = seed
         self.synthetic_train_size = synthetic_train_size
@@ -104,8 +96,6 @@ class CIFARDataModule(pl.LightningDataModule):
         self.test_images: torch.Tensor | None = None
         self.test_labels: torch.Tensor | None = None
         self.train_indices: torch.Tensor | None = None  # training images in use (subset)
-        self.weight_indices: torch.Tensor | None = None  # search half A
-        self.arch_indices: torch.Tensor | None = None  # search half B
 
     # ---- properties --------------------------------------------------------------------------
 
@@ -142,7 +132,7 @@ class CIFARDataModule(pl.LightningDataModule):
         return images, labels
 
     def setup(self, stage: str | None = None) -> None:
-        """Load both splits (once) and build the subset / search split indices."""
+        """Load both splits (once) and choose the training images in use."""
         if self.train_images is not None:
             return
         self.train_images, self.train_labels = self._load_split(True)
@@ -153,9 +143,6 @@ class CIFARDataModule(pl.LightningDataModule):
         else:
             idx = torch.arange(n)
         self.train_indices = idx
-        if self.search_split:
-            a, b = split_per_class(self.train_labels[idx], 0.5, self.seed)
-            self.weight_indices, self.arch_indices = idx[a], idx[b]
 
     def _require_setup(self) -> None:
         if self.train_images is None:
@@ -182,58 +169,43 @@ class CIFARDataModule(pl.LightningDataModule):
         )
 
     def _val_indices(self) -> torch.Tensor | None:
-        """Indices into the test set (plain mode) or training set (search mode), or None.
+        """Indices into the test set of the validation subset, or None (the whole test set)."""
+        if self.val_subset is None:
+            return None
+        return stratified_subset(self.test_labels, self.val_subset, self.seed)
 
-        In search mode they come in a fixed shuffled order: the search scores its derived
-        network with batch statistics (see ``tas.supernet.batch_statistics``), which needs
-        batches that mix the classes; in stored order (sorted by class in an ImageFolder) every
-        batch would hold one class and the score would sit near chance.
-        """
-        if self.search_split:
-            base = self.arch_indices
-            assert base is not None
-        else:
-            base = None
-        if self.val_subset is not None:
-            labels = self.test_labels if base is None else self.train_labels[base]
-            sub = stratified_subset(labels, self.val_subset, self.seed)
-            base = sub if base is None else base[sub]
-        if self.search_split:
-            base = base[
-                torch.randperm(len(base), generator=_local_generator(_mix_seed(self.seed, 3)))
-            ]
-        return base
+    def training_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training images in use (after ``train_subset``): their indices into the training
+        split and their labels, ``(N,)`` int64 each."""
+        self._require_setup()
+        return self.train_indices, self.train_labels[self.train_indices]
 
-    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
-        """Shuffled training batches; ``{"weights": ..., "arch": ...}`` in search mode."""
+    def train_loader(self, indices: torch.Tensor | None = None, seed_offset: int = 0) -> DataLoader:
+        """Shuffled training batches of the training images at ``indices`` (None: all in use),
+        in an order that is a function of ``(seed, seed_offset, epoch)``."""
         self._require_setup()
         # Reseed the augmentation at the next batch, even if the epoch number did not change
         # (a second fit from epoch 0 must draw the same augmentations as the first).
         self.augment.epoch = None
-        if self.search_split:
-            return {
-                "weights": self._loader(
-                    TensorBatchDataset(self.train_images, self.train_labels, self.weight_indices),
-                    train=True,
-                    seed_offset=1,
-                ),
-                "arch": self._loader(
-                    TensorBatchDataset(self.train_images, self.train_labels, self.arch_indices),
-                    train=True,
-                    seed_offset=2,
-                ),
-            }
-        ds = TensorBatchDataset(self.train_images, self.train_labels, self.train_indices)
-        return self._loader(ds, train=True)
+        index = self.train_indices if indices is None else indices
+        ds = TensorBatchDataset(self.train_images, self.train_labels, index)
+        return self._loader(ds, train=True, seed_offset=seed_offset)
+
+    def train_eval_loader(self, indices: torch.Tensor) -> DataLoader:
+        """Unshuffled evaluation-size batches of the training images at ``indices``, in that
+        order (normalised, not cropped or flipped, as every batch outside training is)."""
+        self._require_setup()
+        ds = TensorBatchDataset(self.train_images, self.train_labels, indices)
+        return self._loader(ds, train=False)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled batches of the training images in use."""
+        return self.train_loader()
 
     def val_dataloader(self) -> DataLoader:
-        """The arch half in search mode (selection data), else the test set (reporting only)."""
+        """The test set (or its ``val_subset``), to report progress only."""
         self._require_setup()
-        idx = self._val_indices()
-        if self.search_split:
-            ds = TensorBatchDataset(self.train_images, self.train_labels, idx)
-        else:
-            ds = TensorBatchDataset(self.test_images, self.test_labels, idx)
+        ds = TensorBatchDataset(self.test_images, self.test_labels, self._val_indices())
         return self._loader(ds, train=False)
 
     def test_dataloader(self) -> DataLoader:
@@ -270,27 +242,31 @@ class CIFARDataModule(pl.LightningDataModule):
             return (x, *batch[1:]) if isinstance(batch, tuple) else [x, *batch[1:]]
         return batch
 
+    def prepare_batch(self, batch: Any, train: bool, epoch: int) -> Any:
+        """What :meth:`on_after_batch_transfer` does to a batch on its device, with the training
+        flag and the epoch given (a wrapping module passes its trainer's; a loop without a
+        trainer its own): crop + flip + normalise (``train``) or normalise, the crops and flips
+        drawn from the augmentation generator of ``epoch``."""
+        self.augment.set_epoch(epoch)
+        return self.transform_batch(batch, train)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Crop + flip + normalise training batches; normalise evaluation batches."""
-        self.augment.set_epoch(self._current_epoch())
-        return self.transform_batch(batch, train=self._is_training())
+        return self.prepare_batch(batch, self._is_training(), self._current_epoch())
 
     # ---- description -------------------------------------------------------------------------
 
-    def describe(self) -> str:
-        """One line: data set, source, split sizes and batch sizes."""
+    def describe(self, validation: bool = True) -> str:
+        """One line: data set, source, split sizes and batch sizes (``validation``: with the
+        size of the validation subset of the test set, when there is one)."""
         if self.train_images is None:
             return f"{self.name} (root={self.root!r}; not loaded yet)"
         parts = [f"{self.name} from {self.source}"]
         n_all, n_used = len(self.train_labels), len(self.train_indices)
         parts.append(f"train {n_used}" + (f" of {n_all}" if n_used != n_all else ""))
-        if self.search_split:
-            parts.append(
-                f"search split weights {len(self.weight_indices)} / arch {len(self.arch_indices)}"
-            )
         parts.append(f"test {len(self.test_labels)}")
         val = self._val_indices()
-        if val is not None:
-            parts.append(f"val {len(val)}" + (" (arch half)" if self.search_split else ""))
+        if validation and val is not None:
+            parts.append(f"val {len(val)}")
         parts.append(f"batch {self.batch_size}/{self.eval_batch_size}")
         return ", ".join(parts)

@@ -73,10 +73,8 @@ def training_stream(
     for epoch in itertools.count():
         loader = dm.train_dataloader()["weights"]
         loader.sampler.set_epoch(epoch)  # a new order each epoch
-        if hasattr(dm, "augment"):  # CIFAR: augmented on the batch, reseeded per epoch
-            dm.augment.set_epoch(epoch)
-        for batch in loader:
-            yield dm.transform_batch(batch, train=True)
+        for batch in loader:  # CIFAR: augmented on the batch, reseeded per epoch
+            yield dm.prepare_batch(batch, train=True, epoch=epoch)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, images: int = 2000) -> None:
