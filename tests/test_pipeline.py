@@ -110,7 +110,8 @@ def test_train_search_distill_end_to_end(tmp_path):
     assert "teacher test accuracy" in distill.stdout + distill.stderr
 
 
-@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+# SIGTERM by default (the preemption path, and the same byte-for-byte resume); SIGKILL is slow
+@pytest.mark.parametrize("sig", [pytest.param("SIGKILL", marks=pytest.mark.slow), "SIGTERM"])
 def test_search_killed_and_resumed_ends_with_the_same_found_json(tmp_path, sig):
     """SIGKILL (a crash) or SIGTERM (preemption) at a random moment after the first checkpoint;
     SIGTERM ends with exit code 143 and says how to resume; --resume must finish with the

@@ -26,6 +26,7 @@ def final_weights(out) -> dict[str, torch.Tensor]:
     return torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow  # ~50 s; the resume tests compare found.json byte for byte by default
 def test_two_training_runs_with_one_seed_agree_bitwise(tmp_path):
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         run = run_script(

@@ -272,6 +272,7 @@ def test_paired_differences_by_hand():
     assert paired({"runs": runs[2:]}) == ""
 
 
+@pytest.mark.slow  # ~75 s: seven short fine-tunes
 def test_settling_check_ranks_found_uniform_and_random(tmp_path):
     """studies.settling end to end on synthetic data: every network fine-tuned from the
     teacher's first filters and scored; a rerun skips what is done."""

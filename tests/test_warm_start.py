@@ -205,6 +205,7 @@ def test_weight_warmup_epochs_train_the_weights_only(teacher):
     assert not all(torch.equal(a, p) for a, p in zip(logits, module.net.arch_parameters()))
 
 
+@pytest.mark.slow  # ~45 s; test_cli_errors covers bad teachers by default
 def test_teacher_of_another_network_is_one_line(tmp_path, teacher):
     wrong = tmp_path / "wrong.pt"
     torch.save(tas.build_model(tas.Arch.full(tas.SearchSpace.cifar_resnet(32))).state_dict(), wrong)
