@@ -46,6 +46,10 @@ def networks(space: tas.SearchSpace, count: int, lo: float, hi: float) -> dict[s
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--depth", type=int, default=20)
+    ap.add_argument(
+        "--width_multiple", type=int, default=1,
+        help="width candidates rounded to multiples of this (the search's --model.width_multiple)",
+    )  # fmt: skip
     ap.add_argument("--backend", default="eager", choices=tas.latency.BACKENDS)
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (eager backend)")
     ap.add_argument("--batch", type=int, default=1)
@@ -62,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as err:
         ap.error(str(err))
     print(setup(args.threads))
-    space = tas.SearchSpace.cifar_resnet(args.depth)
+    space = tas.SearchSpace.cifar_resnet(args.depth, width_multiple=args.width_multiple)
     if args.table:
         lat = tas.latency.LatencyTable.load(args.table)
         if lat.space != space:
@@ -109,7 +113,9 @@ def main(argv: list[str] | None = None) -> None:
             row += [f"{predicted:.3f}", f"{error:+.1f}%"]
         rows.append([*row, f"{measured:.3f}"])
     print()
-    print(f"{args.backend}, batch {args.batch}, {args.threads} threads, ResNet-{args.depth} space")
+    multiple = f", widths multiples of {args.width_multiple}" if args.width_multiple > 1 else ""
+    print(f"{args.backend}, batch {args.batch}, {args.threads} threads, ResNet-{args.depth} space"
+          f"{multiple}")  # fmt: skip
     print()
     print(
         table(
