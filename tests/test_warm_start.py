@@ -43,6 +43,15 @@ def set_argmax(net: tas.Supernet, arch: tas.Arch) -> None:
             net.depth_logits[s, stage.depth_choices.index(arch.blocks[s])] = 5.0
 
 
+def uniform_supernet(space: tas.SearchSpace) -> tas.Supernet:
+    """A supernet whose width and depth distributions are all uniform (zero logits)."""
+    net = tas.Supernet(space)
+    with torch.no_grad():
+        net.width_logits.zero_()
+        net.depth_logits.zero_()
+    return net
+
+
 @pytest.mark.parametrize("depth", [20, 164])
 def test_warm_started_supernet_at_full_width_is_the_full_network(depth):
     space = tas.SearchSpace.cifar_resnet(depth)
@@ -102,10 +111,7 @@ def test_weights_of_another_network_are_refused_in_one_line(other, needle):
 
 def test_distribution_stats_of_uniform_and_settled_distributions():
     space = tas.SearchSpace.cifar_resnet(20)
-    net = tas.Supernet(space)
-    with torch.no_grad():
-        net.width_logits.zero_()
-        net.depth_logits.zero_()
+    net = uniform_supernet(space)
     stats = net.distribution_stats()
     assert stats["width_maxprob"] == pytest.approx(1 / 8)  # 8 candidates per conv
     assert stats["depth_maxprob"] == pytest.approx(1 / 3)  # ResNet-20: {1, 2, 3}
@@ -266,10 +272,7 @@ def test_arch_lr_cosine_schedule_ends_at_zero_and_waits_for_the_warmup():
 
 def test_entropy_is_the_distributions_total_and_pushes_each_toward_its_favourite():
     space = tas.SearchSpace.cifar_resnet(20)
-    net = tas.Supernet(space)
-    with torch.no_grad():
-        net.width_logits.zero_()
-        net.depth_logits.zero_()
+    net = uniform_supernet(space)
     rows = net.width_mask.sum(-1).tolist()
     stages = net.depth_mask.sum(-1).tolist()
     by_hand = sum(torch.log(torch.tensor(float(n))).item() for n in rows + stages)
