@@ -15,14 +15,17 @@ def resolve_arch(
     shortcut: str = "zero_pad",
     backbone: str = "cifar_resnet",
     input_size: int | None = None,
+    width_mult: float = 1.0,
 ) -> tas.Arch:
     """``full``, ``uniform:R`` (width multiplier for R x full MACs), ``random:SEED`` or a path to
-    a found.json. A found.json brings its own space; its classes must match the data's."""
+    a found.json. A found.json brings its own space; its classes must match the data's.
+    ``width_mult``: MobileNetV2's width multiplier (its full network's widths)."""
     kind, _, value = spec.partition(":")
     if spec == "full" or kind in ("uniform", "random"):
         space = tas.SearchSpace.from_name(
-            backbone, depth, num_classes, shortcut=shortcut, input_size=input_size
-        )
+            backbone, depth, num_classes, shortcut=shortcut, input_size=input_size,
+            width_mult=width_mult,
+        )  # fmt: skip
     if spec == "full":
         return tas.Arch.full(space)
     if kind == "uniform" and value:

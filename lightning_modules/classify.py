@@ -75,6 +75,8 @@ class ClassifyModule(pl.LightningModule):
             then stay applied; a weight once pruned stays pruned.
         agp_scope: "layer" (each layer to the schedule's sparsity) or "global" (one threshold).
         agp_start_epoch, agp_end_epoch, agp_every_n_steps: the schedule's window and step.
+        width_mult: MobileNetV2's width multiplier (torchvision's ``width_mult``), for ``full`` /
+            ``uniform`` / ``random``; a found.json records its own.
         arch_record: the resolved architecture (filled in automatically; read from checkpoints).
     """
 
@@ -105,6 +107,7 @@ class ClassifyModule(pl.LightningModule):
         agp_start_epoch: int = 0,
         agp_end_epoch: int | None = None,
         agp_every_n_steps: int = 100,
+        width_mult: float = 1.0,
         arch_record: dict | None = None,
     ) -> None:
         super().__init__()
@@ -117,7 +120,9 @@ class ClassifyModule(pl.LightningModule):
         if arch_record is not None:
             resolved = tas.Arch.from_dict(arch_record)
         else:
-            resolved = resolve_arch(arch, depth, num_classes, shortcut, backbone, input_size)
+            resolved = resolve_arch(
+                arch, depth, num_classes, shortcut, backbone, input_size, width_mult
+            )
         self.save_hyperparameters()
         self.hparams["arch_record"] = resolved.to_dict()
         self.arch = resolved

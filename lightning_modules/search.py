@@ -115,6 +115,8 @@ class SearchModule(pl.LightningModule):
             its end: late in the search it pushes every distribution toward its favourite, so a
             near-tie between two widths is decided instead of flipping when the noise says so
             (docs/search_settling.md). 0 (the paper's) leaves it out.
+        width_mult: MobileNetV2's width multiplier (torchvision's ``width_mult``: the full
+            network's widths); 1.0 for the other backbones.
     """
 
     def __init__(
@@ -150,6 +152,7 @@ class SearchModule(pl.LightningModule):
         latency_table: str | None = None,
         target_ms: float | None = None,
         entropy_weight: float = 0.0,
+        width_mult: float = 1.0,
     ) -> None:
         super().__init__()
         check_ratio(ratio)
@@ -175,6 +178,7 @@ class SearchModule(pl.LightningModule):
             shortcut=shortcut,
             input_size=input_size,
             width_multiple=width_multiple,
+            width_mult=width_mult,
         )
         self.net = tas.Supernet(self.space, num_samples=num_samples, tau=tau_start)
         self.warm_start: dict[str, str] | None = None

@@ -336,3 +336,19 @@ def test_uniform_and_random_baselines():
 
 # The command line (a torchvision checkpoint -> search, prune, distill): the parametrized
 # tests/test_backbones.py::test_torchvision_checkpoint_searches_prunes_and_teaches.
+
+
+def test_width_mult_reaches_both_systems():
+    """``--model.width_mult``: the search's space and the trained network are MobileNetV2 at
+    that multiplier; found.json keeps it; the other backbones refuse it."""
+    from lightning_modules.classify import ClassifyModule
+    from lightning_modules.search import SearchModule
+
+    space = tas.SearchSpace.mobilenet_v2(10, 32, 0.5)
+    search = SearchModule(backbone="mobilenet_v2", num_classes=10, input_size=32, width_mult=0.5)
+    assert search.space == space and search.full_macs == tas.Arch.full(space).macs
+    train = ClassifyModule(arch="full", backbone="mobilenet_v2", num_classes=10, input_size=32,
+                           width_mult=0.5)  # fmt: skip
+    assert train.arch.space == space and train.arch.to_dict()["width_mult"] == 0.5
+    with pytest.raises(ValueError, match="width_mult"):
+        ClassifyModule(arch="full", depth=20, width_mult=0.5)
