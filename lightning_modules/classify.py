@@ -22,7 +22,7 @@ import tas
 from lightning_modules.archs import resolve_arch
 from lightning_modules.errors import check_finite
 from lightning_modules.optim import sgd_with_cosine
-from lightning_modules.teacher import TeacherError, load_teacher
+from lightning_modules.teacher import TeacherError, load_teacher, test_accuracy
 from tas.baselines.schedules import inherit_from
 from tas.baselines.sparsity import (
     SCOPES,
@@ -208,19 +208,12 @@ class ClassifyModule(pl.LightningModule):
         if self.hparams.channels_last:
             self._teacher.to(memory_format=torch.channels_last)
         if self.teacher_test_acc is None:
-            self.teacher_test_acc = self._evaluate_teacher()
+            self.teacher_test_acc = test_accuracy(
+                self._teacher, self.trainer.datamodule, self.device, self._inputs
+            )  # fmt: skip
             pl.utilities.rank_zero_info(
                 f"teacher test accuracy: {100 * self.teacher_test_acc:.2f}%"
             )
-
-    @torch.no_grad()
-    def _evaluate_teacher(self) -> float:
-        dm = self.trainer.datamodule
-        acc = MulticlassAccuracy(self.arch.space.num_classes, average="micro").to(self.device)
-        for x, y in dm.test_dataloader():
-            x, y = dm.transform_batch((x.to(self.device), y.to(self.device)), train=False)
-            acc.update(self._teacher(self._inputs(x)), y)
-        return float(acc.compute())
 
     def training_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int

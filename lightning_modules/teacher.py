@@ -10,6 +10,7 @@ Every way a file can be wrong is a `TeacherError` with one line that names the f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,21 @@ def save_network(path: str | Path, model: nn.Module, arch: tas.Arch) -> None:
     how prune.py hands on the weights a method changed (ThiNet's and LASSO's reconstructions)."""
     state = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
     save_atomic({"tas_arch": arch.to_dict(), "state_dict": state}, path)
+
+
+@torch.no_grad()
+def test_accuracy(
+    model: nn.Module,
+    datamodule: Any,
+    device: torch.device,
+    inputs: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+) -> float:
+    """Top-1 of ``model`` on the data module's whole test loader (its evaluation transform;
+    ``inputs`` prepares a batch for the model, e.g. the channels-last layout): what a run
+    reports as its teacher's accuracy beside the student's."""
+    correct, seen = 0, 0
+    for x, y in datamodule.test_dataloader():
+        x, y = datamodule.transform_batch((x.to(device), y.to(device)), train=False)
+        correct += int((model(inputs(x)).argmax(1) == y).sum())
+        seen += len(y)
+    return correct / max(1, seen)
