@@ -192,12 +192,13 @@ def test_full_data_study_plan_is_its_config(tmp_path):
         teacher.index("--trainer.max_epochs") + 1
     ] != str(study.cfg["epochs"])
     # the teachers' second cosine cycle starts from the first's weights
-    assert steps["teacher"].deps == steps["teacher_slimming"].deps == ("teacher_20ep",)
+    assert steps["teacher"].deps == steps["teacher_slimming"].deps == ("teacher_40ep",)
+    assert steps["teacher_40ep"].deps == ("teacher_20ep",)
     assert steps["teacher_20ep"].deps == () and "--init" not in study.command(steps["teacher_20ep"])
     for name in ("teacher", "teacher_slimming"):
         cmd = study.command(steps[name])
         assert cmd[cmd.index("--init") + 1] == "inherit"
-        assert cmd[cmd.index("--init_from") + 1] == study.ckpt("teacher_20ep")
+        assert cmd[cmd.index("--init_from") + 1] == study.ckpt("teacher_40ep")
     slim = study.command(steps["teacher_slimming"])
     assert slim[slim.index("--model.bn_l1") + 1] == "0.0001" and "--model.bn_l1" not in teacher
 
@@ -239,11 +240,11 @@ def test_a_baseline_is_one_network_entry(tmp_path):
     arch.save(found)
     init = study.command(tune)
     assert init[init.index("--init_from") + 1] == str(study.path("prune_thin", "found.init.ckpt"))
-    cfg["teachers"]["teacher"] = {"from": "teacher_20ep", "epoch": 3}  # a misspelt key
+    cfg["teachers"]["teacher"] = {"from": "teacher_40ep", "epoch": 3}  # a misspelt key
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="unknown keys"):
         Study(str(path), runs_root=tmp_path)
-    cfg["teachers"]["teacher"] = {"from": "teacher_20ep"}
+    cfg["teachers"]["teacher"] = {"from": "teacher_40ep"}
     cfg["networks"]["bad"] = {"kind": "nonsense"}
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match="kind must be one of"):
