@@ -113,6 +113,11 @@ class SearchDepthwise(nn.Module):
         return _activate(self.bns[self._bn_of[c]](y), self.relu, self.relu6)
 
 
+def _entropies(probs: torch.Tensor) -> torch.Tensor:
+    """(rows, K) distributions -> (rows,) entropies in nats (a probability of 0 adds 0)."""
+    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+
+
 def _activate(x: torch.Tensor, relu: bool, relu6: bool) -> torch.Tensor:
     if not relu:
         return x
@@ -314,10 +319,7 @@ class Supernet(nn.Module):
         """Differentiable sum, in nats, of the entropies of every width and depth distribution
         (plain softmax): 0 once every distribution has chosen. Minimising it pushes each
         distribution toward its current favourite, which breaks the near-ties a search leaves."""
-        total = self.width_logits.new_zeros(())
-        for probs in (self.width_probs(), self.depth_probs()):
-            total = total - (probs * probs.clamp_min(1e-30).log()).sum()
-        return total
+        return _entropies(self.width_probs()).sum() + _entropies(self.depth_probs()).sum()
 
     def distribution_stats(self) -> dict[str, float]:
         """How settled the distributions are: mean and minimum of the largest probability of
@@ -334,7 +336,7 @@ class Supernet(nn.Module):
                     out[f"{kind}_entropy"] = 0.0
                     continue
                 top = probs.max(-1).values
-                entropy = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+                entropy = _entropies(probs)
                 out[f"{kind}_maxprob"] = float(top.mean())
                 out[f"{kind}_maxprob_min"] = float(top.min())
                 out[f"{kind}_entropy"] = float(entropy.mean())
