@@ -27,6 +27,7 @@ from lightning_modules.teacher import TeacherError, load_teacher
 from tas.arch import write_text_atomic
 from tas.baselines import prunable_convs
 from tas.baselines.sensitivity import RATIOS, layer_sensitivity
+from tas.evaluate import evaluate
 
 
 def plot(sensitivity: dict, path: Path) -> None:
@@ -70,10 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"sensitivity.py: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
 
-    @torch.no_grad()
     def score(net: torch.nn.Module) -> float:
-        correct = sum(int((net(x).argmax(-1) == y).sum()) for x, y in batches)
-        return correct / sum(len(y) for _, y in batches)
+        return evaluate(net, batches).accuracy
 
     bar = tqdm(total=len(prunable_convs(arch.space)), desc="layers", unit="layer")
     sens = layer_sensitivity(model, score, args.ratios, progress=lambda name: bar.update())

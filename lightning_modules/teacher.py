@@ -20,6 +20,7 @@ from torch import nn
 import tas
 from tas.arch import save_atomic
 from tas.backbones import is_torchvision_state, torchvision_space, torchvision_state
+from tas.evaluate import evaluate
 
 
 class TeacherError(ValueError):
@@ -123,7 +124,6 @@ def save_network(path: str | Path, model: nn.Module, arch: tas.Arch) -> None:
     save_atomic({"tas_arch": arch.to_dict(), "state_dict": state}, path)
 
 
-@torch.no_grad()
 def test_accuracy(
     model: nn.Module,
     datamodule: Any,
@@ -133,9 +133,8 @@ def test_accuracy(
     """Top-1 of ``model`` on the data module's whole test loader (its evaluation transform;
     ``inputs`` prepares a batch for the model, e.g. the channels-last layout): what a run
     reports as its teacher's accuracy beside the student's."""
-    correct, seen = 0, 0
-    for x, y in datamodule.test_dataloader():
-        x, y = datamodule.transform_batch((x.to(device), y.to(device)), train=False)
-        correct += int((model(inputs(x)).argmax(1) == y).sum())
-        seen += len(y)
-    return correct / max(1, seen)
+    batches = (
+        datamodule.transform_batch((x.to(device), y.to(device)), train=False)
+        for x, y in datamodule.test_dataloader()
+    )
+    return evaluate(model, ((inputs(x), y) for x, y in batches)).accuracy

@@ -57,6 +57,7 @@ from tas.arch import Arch, check_ratio
 from tas.baselines.common import largest_within, model_space, prunable_convs
 from tas.baselines.sensitivity import l1_keep
 from tas.compact import CompactNet, build_model
+from tas.evaluate import evaluate
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -220,17 +221,6 @@ class DDPGAgent:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: Batches) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) over ``batches``."""
-    model.eval()
-    right = total = 0
-    for x, y in batches:
-        right += int((model(x).argmax(1) == y).sum())
-        total += len(y)
-    return right / total
-
-
-@torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Batches) -> nn.Module:
     """``model`` with every BatchNorm's running mean and variance recomputed as the average over
     ``batches`` of their batch statistics (train-mode forwards, no gradient); in eval mode."""
@@ -301,7 +291,7 @@ def amc_prune(
 
     def score(arch: Arch, keep: dict[str, torch.Tensor]) -> float:
         net = build_model(arch, init_from=model, keep=keep)
-        return accuracy(recalibrate_bn(net, calibration) if calibration else net, batches)
+        return evaluate(recalibrate_bn(net, calibration) if calibration else net, batches).accuracy
 
     agent = DDPGAgent(PruningEnv.FEATURES, seed)
     started = time.perf_counter()

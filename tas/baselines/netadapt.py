@@ -38,6 +38,7 @@ from tas.arch import Arch, check_ratio
 from tas.baselines.common import model_space, named_convs, prunable_convs
 from tas.budget import Budget, LatencyBudget, MacsBudget
 from tas.compact import CompactNet, build_model
+from tas.evaluate import evaluate
 
 if TYPE_CHECKING:  # tas.latency is imported by who profiles or loads a table
     from tas.latency import LatencyTable
@@ -174,7 +175,8 @@ def netadapt(
                 kept = _l1_top(model, arch, name, width)
                 new_arch, net = narrow_conv(model, arch, name, kept)
                 _fine_tune(net, batches, lr)
-                accuracy, loss = _score(net, val_batches)
+                score = evaluate(net, val_batches)
+                accuracy, loss = score.accuracy, score.loss
                 if best is None or (accuracy, -loss) > best[0]:
                     best = ((accuracy, -loss), name, kept, new_arch, net)
             (accuracy, neg_loss), name, kept, arch, model = best
@@ -308,20 +310,3 @@ def _fine_tune(model: nn.Module, batches: list, lr: float) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-
-
-@torch.no_grad()
-def _score(model: nn.Module, batches: Sequence) -> tuple[float, float]:
-    """Top-1 accuracy and mean cross-entropy over ``batches``, in eval mode."""
-    if not batches:
-        raise ValueError("no held-out batches to score the proposals on")
-    device = next(model.parameters()).device
-    model.eval()
-    correct, loss, total = 0, 0.0, 0
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)  # (B, classes)
-        correct += int((logits.argmax(1) == y).sum())
-        loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        total += len(y)
-    return correct / total, loss / total
