@@ -53,6 +53,31 @@ def candidates(found: list[str], space: tas.SearchSpace, band: tuple[float, floa
     return nets
 
 
+def data_module(
+    space: tas.SearchSpace,
+    name: str | None = None,
+    root: str | None = None,
+    batch_size: int = 128,
+    train_subset: int | None = None,
+    seed: int = 0,
+) -> SearchSplitDataModule:
+    """The search split `fine_tune` trains on (weight half) and scores on (architecture half),
+    set up: ``name`` None is cifar10 or cifar100 by the space's classes; ``root`` None finds the
+    data set as the data module does ($TAS_DATA_ROOT, ./data, ../shared/datasets)."""
+    dm = SearchSplitDataModule(
+        CIFARDataModule(
+            name=name or ("cifar10" if space.num_classes == 10 else "cifar100"),
+            root=root,
+            batch_size=batch_size,
+            eval_batch_size=500,
+            train_subset=train_subset,
+            seed=seed,
+        )
+    )
+    dm.setup()
+    return dm
+
+
 def fine_tune(
     arch: tas.Arch,
     teacher: torch.nn.Module,
@@ -185,17 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError) as err:
         print(f"studies.settling: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
-    dm = SearchSplitDataModule(
-        CIFARDataModule(
-            name=args.data_name or ("cifar10" if space.num_classes == 10 else "cifar100"),
-            root=args.data_root,
-            batch_size=args.batch_size,
-            eval_batch_size=500,
-            train_subset=args.train_subset,
-            seed=args.seed,
-        )
-    )
-    dm.setup()
+    dm = data_module(space, args.data_name, args.data_root, args.batch_size, args.train_subset,
+                     args.seed)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     for name, arch in nets.items():
         path = args.out / f"{name.replace(':', '_')}.json"
