@@ -34,6 +34,7 @@ from lightning_modules.data import CIFARDataModule, SearchSplitDataModule
 from lightning_modules.teacher import load_teacher
 from tas.arch import write_text_atomic
 from tas.baselines import random_within
+from tas.evaluate import evaluate
 
 
 def candidates(found: list[str], space: tas.SearchSpace, band: tuple[float, float], n: int):
@@ -108,14 +109,13 @@ def fine_tune(
             sched.step()
             bar.update()
     bar.close()
-    model.eval()
-    correct = seen = 0
-    with torch.no_grad():
-        for x, y in dm.val_dataloader():  # the whole architecture half
-            x, y = dm.transform_batch((x, y), train=False)
-            correct += int((model(x).argmax(-1) == y).sum())
-            seen += len(y)
-    return {"arch_half_acc": correct / seen, "images": seen, "seconds": round(time.time() - start)}
+    # scored on the whole architecture half
+    score = evaluate(model, (dm.transform_batch(b, train=False) for b in dm.val_dataloader()))
+    return {
+        "arch_half_acc": score.accuracy,
+        "images": score.images,
+        "seconds": round(time.time() - start),
+    }
 
 
 def report(out: Path) -> str:
