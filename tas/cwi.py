@@ -24,8 +24,18 @@ def _window_ends(
     return first.to(device), last.to(device)
 
 
-def channel_interpolate(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, channels, H, W) by adaptive average pooling over the channel axis."""
+def prescale(channels_in: int, channels: int) -> float:
+    """The factor a caller folds into x (e.g. into a BatchNorm's affine or a mixing weight, a
+    scalar product it computes anyway) before ``channel_interpolate(x, channels,
+    prescaled=True)``: 1/2 when widening, the average of the two gathered channels, else 1."""
+    return 0.5 if channels_in < channels else 1.0
+
+
+def channel_interpolate(x: torch.Tensor, channels: int, prescaled: bool = False) -> torch.Tensor:
+    """(B, C, H, W) -> (B, channels, H, W) by adaptive average pooling over the channel axis.
+
+    ``prescaled``: x has already been multiplied by ``prescale(C, channels)``, so the widening
+    skips its own pass over the output (the same numbers: scaling by 1/2 is exact)."""
     c = x.shape[1]
     if c == channels:
         return x
@@ -33,5 +43,6 @@ def channel_interpolate(x: torch.Tensor, channels: int) -> torch.Tensor:
         # Widening: every window holds one or two input channels, so two gathers and an add do
         # it (a window of one averages a channel with itself: (a + a) * 0.5 == a exactly).
         first, last = _window_ends(c, channels, x.device)
-        return (x.index_select(1, first) + x.index_select(1, last)) * 0.5
+        pair_sum = x.index_select(1, first) + x.index_select(1, last)
+        return pair_sum if prescaled else pair_sum * 0.5
     return F.adaptive_avg_pool3d(x, (channels, x.shape[2], x.shape[3]))

@@ -30,7 +30,7 @@ from torch import nn
 from tas.arch import Arch
 from tas.compact import add_padded, build_model
 from tas.cost import expected_macs
-from tas.cwi import channel_interpolate
+from tas.cwi import channel_interpolate, prescale
 from tas.gumbel import gumbel_softmax, sample_candidates
 from tas.space import SearchSpace
 
@@ -72,10 +72,11 @@ class SearchConv(nn.Module):
         y = F.conv2d(x, self.weight[:widest, : x.shape[1]], None, self.stride, self.padding)
         out = None
         for k, (i, c) in enumerate(zip(picks, widths)):
-            scale = None if weights is None else weights[k]
+            # the mixing weight and CWI's 1/2 both ride on the BN's affine (no pass of their own)
+            scale = None if weights is None else weights[k] * prescale(c, widest)
             part = _batch_norm(self.bns[i], y if c == widest else y[:, :c], scale)  # (B, c, H', W')
-            part = channel_interpolate(part, widest)
-            out = part if out is None else out + part
+            part = channel_interpolate(part, widest, prescaled=scale is not None)
+            out = part if out is None else out.add_(part)  # out is a fresh tensor nothing saved
         return _activate(out, self.relu, self.relu6)
 
 
@@ -454,8 +455,12 @@ class Supernet(nn.Module):
         widest = max(h.shape[1] for h in outputs)
         mixed = None
         for h, k in zip(outputs, picks):
-            part = channel_interpolate(h, widest) * weights[k]
-            mixed = part if mixed is None else mixed + part
+            scale = weights[k] * prescale(h.shape[1], widest)
+            if h.shape[1] < widest:  # scale the narrower tensor, before CWI widens it
+                part = channel_interpolate(h * scale, widest, prescaled=True)
+            else:
+                part = h * scale
+            mixed = part if mixed is None else mixed.add_(part)
         return mixed
 
     def extra_repr(self) -> str:

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tas.cwi import channel_interpolate
+from tas.cwi import channel_interpolate, prescale
 
 
 def channels(values):
@@ -46,3 +46,16 @@ def test_gradient_flows_back_to_every_input_channel():
     # times 2 images x 9 pixels
     expected = torch.tensor([1.5, 2.0, 1.0, 2.0, 1.5]) * 18
     torch.testing.assert_close(x.grad.sum(dim=(0, 2, 3)), expected)
+
+
+@pytest.mark.parametrize("c, target", [(3, 8), (5, 7), (16, 32), (8, 8), (9, 4)])
+def test_prescaled_input_gives_the_same_numbers(c, target):
+    # the supernet folds CWI's 1/2 into the BatchNorm affine or the mixing weight it multiplies by
+    # anyway; the result must be the very numbers of the plain interpolation (halving is exact)
+    torch.manual_seed(c)
+    x = torch.randn(2, c, 3, 3)
+    factor = prescale(c, target)
+    assert factor == (0.5 if c < target else 1.0)
+    assert torch.equal(
+        channel_interpolate(x * factor, target, prescaled=True), channel_interpolate(x, target)
+    )
