@@ -489,7 +489,9 @@ class Study:
         c = self.cfg
         name = f"{net.name}-{scheme}-s{seed}"
         deps = list(net.deps)
-        extra = ["--arch", net.arch, "--seed", str(seed)]
+        # final_args: what every final training gets and no teacher or search does (e.g. a
+        # memory layout measured faster for training the compact networks)
+        extra = ["--arch", net.arch, "--seed", str(seed), *c.get("final_args", [])]
         if scheme in ("kd", "rkd"):
             deps.append("teacher")
         if scheme == "fine_tune":

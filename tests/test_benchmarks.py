@@ -140,3 +140,12 @@ def test_profile_smoke():
     assert table[0].startswith("| category | search ms/it | search % | plain ms/it | plain % |")
     names = [ln.split("|")[1].strip() for ln in table[1:]]
     assert names == [*bench.CATEGORIES, "total"]
+
+
+def test_train_step_layouts_smoke(capsys):
+    from benchmarks import train_step
+
+    train_step.main(["--depth", "8", "--batch", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    for name in ("| full |", "| uniform 0.5 |", "| uniform 0.5 + KD |"):
+        assert name in out

@@ -473,3 +473,15 @@ def test_sparsity_table_and_plot_draw(tmp_path, monkeypatch):
     for png in ("study_t.png", "study_t_sparsity.png"):
         assert (tmp_path / "docs" / png).stat().st_size > 10_000
     assert not list((tmp_path / "docs").glob(".*tmp*"))
+
+
+def test_final_args_reach_every_final_and_nothing_else(tmp_path):
+    cfg = yaml.safe_load((ROOT / "configs" / "study" / "resnet20_cifar10_full.yaml").read_text())
+    cfg["final_args"] = ["--model.channels_last", "true"]
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    study = Study(str(path), runs_root=tmp_path)
+    for step in study.steps:
+        cmd = study.command(step)
+        final = step.info is not None and "scheme" in step.info
+        assert ("--model.channels_last" in cmd) == final, step.name
