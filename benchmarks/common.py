@@ -12,6 +12,9 @@ from collections.abc import Callable
 
 import torch
 
+import tas
+import tas.latency
+
 
 def setup(threads: int) -> str:
     """Pin intra-op threads and return a one-line description of the machine."""
@@ -30,11 +33,31 @@ def setup(threads: int) -> str:
         flags = f", ISA {'/'.join(isa) or 'baseline'}"
     except OSError:
         pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     return (
         f"{datetime.date.today()}  {platform.node() or 'host'}: {cpu}{flags}, "
         f"{threads} threads, torch {torch.__version__}, load avg {load:.2f} at start"
     )
+
+
+def load_average() -> float:
+    """The 1-minute load average (nan where the OS has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def measure_networks(
+    archs: dict, batch: int, backend: str, threads: int, rounds: int, warmup: int, device="cpu"
+) -> dict[str, float]:
+    """Milliseconds per forward of each ``tas.Arch``'s built network (eval mode, seed-0
+    weights) on one random batch, through ``tas.latency.runner``, interleaved in one run."""
+    space = next(iter(archs.values())).space
+    x = torch.randn(batch, space.in_channels, space.input_size, space.input_size, device=device)
+    fns = {}
+    for name, arch in archs.items():
+        torch.manual_seed(0)
+        model = tas.build_model(arch).to(device).eval()
+        fns[name] = tas.latency.runner(model, x, backend, threads)
+    return {name: 1e3 * s for name, s in interleaved(fns, rounds, warmup).items()}
 
 
 def interleaved(

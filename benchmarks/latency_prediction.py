@@ -24,7 +24,7 @@ import torch
 
 import tas
 import tas.latency
-from benchmarks.common import interleaved, setup, table
+from benchmarks.common import measure_networks, setup, table
 from benchmarks.compact_latency import random_in_band
 
 
@@ -93,18 +93,12 @@ def main(argv: list[str] | None = None) -> None:
 
     archs = networks(space, args.networks, *args.ratios)
     torch.set_num_threads(args.threads)
-    x = torch.randn(args.batch, space.in_channels, space.input_size, space.input_size,
-                    device=device)  # fmt: skip
-    fns = {}
-    for name, arch in archs.items():
-        torch.manual_seed(0)
-        model = tas.build_model(arch).to(device).eval()
-        fns[name] = tas.latency.runner(model, x, args.backend, args.threads)
-    seconds = interleaved(fns, args.rounds, args.warmup)
+    ms = measure_networks(archs, args.batch, args.backend, args.threads, args.rounds,
+                          args.warmup, device)  # fmt: skip
 
     rows, errors = [], {"sum": [], "+overhead": []}
     for name, arch in archs.items():
-        measured = 1e3 * seconds[name]
+        measured = ms[name]
         row = [name, f"{arch.macs / 1e6:.2f}", len(arch.plan().layers())]
         for model, key in ((plain, "sum"), (lat, "+overhead")):
             predicted = model.predict_ms(arch)

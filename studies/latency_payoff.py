@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -57,7 +56,7 @@ import yaml
 
 import tas
 import tas.latency
-from benchmarks.common import interleaved, setup, table
+from benchmarks.common import load_average, measure_networks, setup, table
 from lightning_modules.data import DataError
 from lightning_modules.teacher import load_teacher
 from studies.settling import data_module, fine_tune
@@ -92,7 +91,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def load_avg() -> float:
     """The 1-minute load average, with a warning line when it is not quiet."""
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     if load >= QUIET_LOAD:
         print(f"warning: 1-minute load average {load:.2f} >= {QUIET_LOAD}: these timings mean "
               "something only on a quiet machine", flush=True)  # fmt: skip
@@ -232,19 +231,12 @@ class Payoff:
     def measure(self, archs: dict[str, tas.Arch], rounds: int) -> dict[str, float]:
         """Milliseconds per call of each network, interleaved in one run (median of rounds)."""
         a = self.args
-        x = torch.randn(a.batch, self.space.in_channels, self.space.input_size,
-                        self.space.input_size)  # fmt: skip
-        fns = {}
-        for name, arch in archs.items():
-            torch.manual_seed(0)
-            model = tas.build_model(arch).eval()
-            fns[name] = tas.latency.runner(model, x, a.backend, a.threads)
-        return {name: 1e3 * s for name, s in interleaved(fns, rounds, a.warmup).items()}
+        return measure_networks(archs, a.batch, a.backend, a.threads, rounds, a.warmup)
 
     def timed(self, record: dict) -> dict:
         """A timing step's JSON: its numbers, the settings, the machine and the load."""
         return {"settings": self.settings, "machine": self.machine, "load_avg": self.load,
-                **record, "load_avg_end": os.getloadavg()[0]}  # fmt: skip
+                **record, "load_avg_end": load_average()}  # fmt: skip
 
     def start_timing(self) -> None:
         self.machine = setup(self.args.threads)  # pins the threads; names the CPU
@@ -257,7 +249,7 @@ class Payoff:
         self.start_timing()
         lat = tas.latency.profile(self.space, a.batch, a.backend, a.threads, a.rounds, a.warmup)
         lat.meta |= {"machine": self.machine, "load_avg": self.load,
-                     "load_avg_end": os.getloadavg()[0]}  # fmt: skip
+                     "load_avg_end": load_average()}  # fmt: skip
         lat.save(self.out / FILES["table"])
 
     def run_target(self) -> None:
