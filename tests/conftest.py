@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 CIFAR_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+
+# Under pytest-xdist (-n), the cores are shared among the workers: each worker and the scripts
+# it starts get their share of threads instead of all of them (no oversubscription).
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    torch.set_num_threads(_threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
 
 
 @pytest.fixture(autouse=True)
