@@ -1,5 +1,6 @@
-"""benchmarks/search_step.py: the profile's op categories, the --official error without the
-authors' code, and short smoke runs (the benchmark, not these tests, is the measurement)."""
+"""benchmarks/: search_step.py's profile op categories and its --official error without the
+authors' code, and short smoke runs of the benchmarks (they, not these tests, are the
+measurement)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+import tas
+import tas.compact
 from benchmarks import search_step as bench
 from tests.conftest import ROOT
 
@@ -149,3 +153,18 @@ def test_train_step_layouts_smoke(capsys):
     out = capsys.readouterr().out
     for name in ("| full |", "| uniform 0.5 |", "| uniform 0.5 + KD |"):
         assert name in out
+
+
+def test_residual_joins_smoke(capsys):
+    from benchmarks import residual_joins
+
+    residual_joins.main(["--depth", "8", "--batch", "2", "--repeats", "1", "--ratios", "0.5"])
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| full |") or "| uniform 0.5 |" in ln]
+    assert len(rows) == 2
+    space = tas.SearchSpace.cifar_resnet(8)
+    model = tas.compact.build_model(tas.Arch.full(space)).eval()
+    with torch.inference_mode():
+        shapes = residual_joins.join_shapes(model, torch.randn(2, 3, 32, 32))
+    assert len(shapes) == 3  # one block per stage, each a residual join
+    assert [out[1] for _, out in shapes] == [16, 32, 64]
