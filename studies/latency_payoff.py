@@ -1,6 +1,7 @@
 """The payoff of a latency budget, measured side by side: does a search for the measured latency
 of the MACs-searched network find a network that is as fast as that target promises, and as
-accurate as the MACs-searched one and the uniform network of equal measured latency?
+accurate as the MACs-searched one, the uniform network of equal measured latency and NetAdapt
+(the seeds' latency-driven baseline) for the same target on the same table?
 
     python -m studies.latency_payoff --depth 20 --backend eager --batch 1 --threads 1 \\
         --teacher runs/teacher20/checkpoints/last.ckpt --found runs/search_warm/found.json \\
@@ -17,16 +18,21 @@ file made with other --depth/--backend/--batch/--threads is refused):
                              --model.budget latency --model.latency_table OUT/table.json
                              --model.target_ms TARGET (the MACs search's config, only the budget
                              differs; resumed with --resume after an interruption)
+    netadapt netadapt/       prune.py --method netadapt --teacher TEACHER --latency_table
+                             OUT/table.json --target_ms TARGET (NetAdapt's own short fine-tunes
+                             choose its widths; --netadapt_args adds options)
     uniform  uniform.json    the uniform network of equal measured latency: bisection on
                              tas.Arch.uniform's MACs ratio, each probe measured interleaved with
                              the MACs-found network; stops when the probe is within 1% of it (or
                              the ratio interval is under 0.005, or after 12 probes), and keeps
                              the closest probe
-    latency  latency.json    full, MACs-found, latency-found and uniform measured interleaved in
-                             ONE run; speedups, payoff ratios, the band
-    train    train_<net>_s<seed>.json   the three networks fine-tuned with one recipe
+    latency  latency.json    full, MACs-found, latency-found, NetAdapt and uniform measured
+                             interleaved in ONE run; speedups, payoff ratios, the band (redone
+                             when it lacks one of them)
+    train    train_<net>_s<seed>.json   the four networks fine-tuned with one recipe
                              (studies.settling.fine_tune: the teacher's first filters, --epochs
-                             on the weight half of the search split, scored on the arch half)
+                             on the weight half of the search split, scored on the arch half;
+                             NetAdapt's network too, so only its shape is compared)
 
 speedup = full_ms / net_ms and target speedup = full_ms / target_ms, each from one run (the
 target's from the target step); payoff = speedup / target speedup (>= 0.95 asked; the
@@ -35,8 +41,8 @@ MACs-found network's own, ~1, shows how well the two runs agree). The band is th
 floor(C x m) are mostly not candidates of the space: the table has no prediction for it ("-").
 Timing steps warn when the 1-minute load average is >= 0.3 and record it: the numbers mean
 something only on a quiet machine. --threads is the timings' thread count; the search
-subprocess (train_search.py, CSV logger, given the --data.* options too) and the fine-tunes run
-with the process's threads (OMP_NUM_THREADS).
+and NetAdapt subprocesses (train_search.py, CSV logger, and prune.py, given the --data.* options
+too) and the fine-tunes run with the process's threads (OMP_NUM_THREADS).
 """
 
 from __future__ import annotations
@@ -63,18 +69,22 @@ from studies.settling import data_module, fine_tune
 from tas.arch import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ("table", "target", "search", "uniform", "latency", "train")
+STEPS = ("table", "target", "search", "netadapt", "uniform", "latency", "train")
 FILES = {"table": "table.json", "target": "target.json", "search": "search/found.json",
-         "uniform": "uniform.json", "latency": "latency.json"}  # fmt: skip
+         "netadapt": "netadapt/found.json", "uniform": "uniform.json",
+         "latency": "latency.json"}  # fmt: skip
 NEEDS = {  # what a step reads: inputs (validated up front) and earlier steps' files
     "table": ((), ()),
     "target": (("found",), ()),
     "search": (("config", "teacher"), ("table", "target")),
+    "netadapt": (("teacher",), ("table", "target")),
     "uniform": (("found",), ()),
-    "latency": (("found",), ("table", "target", "search", "uniform")),
-    "train": (("found", "teacher"), ("search", "uniform")),
+    "latency": (("found",), ("table", "target", "search", "netadapt", "uniform")),
+    "train": (("found", "teacher"), ("search", "netadapt", "uniform")),
 }
-TRAINED = ("macs", "latency", "uniform")  # the networks the train step fine-tunes
+TRAINED = ("macs", "latency", "netadapt", "uniform")  # the networks the train step fine-tunes
+NAMES = {"full": "full", "macs": "MACs-found", "latency": "latency-found",
+         "netadapt": "NetAdapt, same target", "uniform": "uniform, equal latency"}  # fmt: skip
 QUIET_LOAD = 0.3
 HEADER = ["network", "MACs (M)", "table ms", "measured ms", "speedup", "payoff", "in band",
           "arch-half top-1 %"]  # fmt: skip
@@ -202,7 +212,10 @@ class Payoff:
     def done(self, step: str) -> bool:
         if step == "train":
             return all(self.train_path(n, s).exists() for n in TRAINED for s in self.args.seeds)
-        return (self.out / FILES[step]).exists()
+        path = self.out / FILES[step]
+        if step == "latency" and path.exists():  # one run holds every network, or it is redone
+            return set(json.loads(path.read_text()).get("networks", {})) >= set(NAMES)
+        return path.exists()
 
     def validate(self, steps: list[str]) -> None:
         """Every input the steps to run need, and every finished step's settings, checked
@@ -273,13 +286,22 @@ class Payoff:
         ]  # fmt: skip
 
     def run_search(self) -> None:
-        cmd = self.search_command()
-        print("$ " + shlex.join(cmd), flush=True)
-        code = subprocess.run(cmd).returncode  # in this folder: the paths are the user's
-        if code:
-            print(f"studies.latency_payoff: the search failed (exit {code}); rerun to resume it",
-                  file=sys.stderr)  # fmt: skip
-            sys.exit(code)
+        run_command(self.search_command(), "the search failed", "rerun to resume it")
+
+    def netadapt_command(self) -> list[str]:
+        a = self.args
+        data = {"--data_name": a.data_name, "--root": a.data_root}
+        return [
+            sys.executable, str(ROOT / "prune.py"), "--method", "netadapt", "--teacher", a.teacher,
+            "--latency_table", str(self.out / FILES["table"]),
+            "--target_ms", repr(self.read("target")["target_ms"]),
+            "--out", str(self.out / FILES["netadapt"]),
+            *(x for k, v in data.items() if v is not None for x in (k, str(v))),
+            *shlex.split(a.netadapt_args),
+        ]  # fmt: skip
+
+    def run_netadapt(self) -> None:
+        run_command(self.netadapt_command(), "NetAdapt failed", "rerun to redo it")
 
     def run_uniform(self) -> None:
         self.start_timing()
@@ -301,6 +323,7 @@ class Payoff:
             "full": tas.Arch.full(self.space),
             "macs": self.found,
             "latency": self._arch(self.out / FILES["search"]),
+            "netadapt": self._arch(self.out / FILES["netadapt"]),
             "uniform": tas.Arch.from_dict(self.read("uniform")["arch"]),
         }
 
@@ -370,6 +393,16 @@ class Payoff:
         getattr(self, f"run_{step}")()
 
 
+def run_command(cmd: list[str], failed: str, then: str) -> None:
+    """A step's subprocess, in this folder (the paths are the user's); its failure ends the
+    study with its exit status."""
+    print("$ " + shlex.join(cmd), flush=True)
+    code = subprocess.run(cmd).returncode
+    if code:
+        print(f"studies.latency_payoff: {failed} (exit {code}); {then}", file=sys.stderr)
+        sys.exit(code)
+
+
 def report(out: Path) -> str:
     """The side-by-side table of what is done (latency.json and the train files)."""
     path = out / FILES["latency"]
@@ -388,10 +421,8 @@ def report(out: Path) -> str:
         n = f" (n={len(values)})" if len(values) > 1 else ""
         return f"{statistics.fmean(values):.2f}{n}"
 
-    names = {"full": "full", "macs": "MACs-found", "latency": "latency-found",
-             "uniform": "uniform, equal latency"}  # fmt: skip
     rows = [
-        [names[k], f"{r['macs'] / 1e6:.2f}",
+        [NAMES[k], f"{r['macs'] / 1e6:.2f}",
          "-" if r["predicted_ms"] is None else f"{r['predicted_ms']:.3f}", f"{r['measured_ms']:.3f}",
          f"{r['speedup']:.2f}x", *((f"{r['payoff']:.3f}", "yes" if r["in_band"] else "no", acc(k))
                                    if k in TRAINED else ("-", "-", "-"))]
@@ -420,8 +451,12 @@ def report(out: Path) -> str:
         gap = mean["latency"] - mean[best]
         lines.append(
             f"(b) latency-found {mean['latency']:.2f}% vs the better of MACs-found and uniform "
-            f"({names[best]}, {mean[best]:.2f}%): {gap:+.2f} points"
+            f"({NAMES[best]}, {mean[best]:.2f}%): {gap:+.2f} points"
             + ("" if gap >= 0 else f" (short by {-gap:.2f})")
+        )
+        lines.append(
+            f"(c) latency-found vs NetAdapt for the same target: "
+            f"{mean['latency'] - mean['netadapt']:+.2f} points"
         )
     return "\n".join(lines)
 
@@ -445,6 +480,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="the search's seed (default: config's)")
     p.add_argument("--search_args", default="",
                    help='more train_search.py arguments, e.g. --search_args="--trainer.max_epochs 1"')  # fmt: skip
+    p.add_argument("--netadapt_args", default="",
+                   help='more prune.py arguments for NetAdapt, e.g. --netadapt_args="--short_steps 20"')  # fmt: skip
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="band width (x full table latency) when found.json does not record it")  # fmt: skip
     p.add_argument("--epochs", type=int, default=2, help="fine-tune epochs (studies.settling)")

@@ -126,6 +126,16 @@ def test_steps_are_skipped_when_done_and_the_search_resumes(tmp_path, found, fak
     main(*common, "--only", "search")  # done: train_search.py is not started
     assert "search: done" in capsys.readouterr().out
 
+    # NetAdapt: prune.py for the same target on the same table
+    cmd = study.netadapt_command()
+    assert cmd[cmd.index("--method") + 1] == "netadapt"
+    assert cmd[cmd.index("--target_ms") + 1] == repr(target["target_ms"])
+    assert cmd[cmd.index("--latency_table") + 1] == str(out / "table.json")
+    netadapt = in_space(0.4, seed=2)
+    netadapt.save(out / "netadapt" / "found.json")
+    main(*common, "--only", "netadapt")  # done: prune.py is not started
+    assert "netadapt: done" in capsys.readouterr().out
+
     main(*common, "--only", "uniform")
     uniform = json.loads((out / "uniform.json").read_text())
     assert abs(uniform["probes"][-1]["relative"] - 1) <= 0.01
@@ -139,6 +149,7 @@ def test_steps_are_skipped_when_done_and_the_search_resumes(tmp_path, found, fak
         (fake_ms(FULL) / fake_ms(searched)) / (target["full_ms"] / target["target_ms"])
     )
     assert nets["macs"]["payoff"] == pytest.approx(1.0) and nets["macs"]["in_band"]
+    assert nets["netadapt"]["measured_ms"] == fake_ms(netadapt)
     assert nets["latency"]["in_band"] == (fake_ms(searched) >= lat["band_ms"][0])
     calls = len(fake_timing)
     main(*common, "--only", "latency")
@@ -146,6 +157,14 @@ def test_steps_are_skipped_when_done_and_the_search_resumes(tmp_path, found, fak
     assert len(fake_timing) == calls  # nothing measured again
     text = (out / "report.md").read_text()
     assert "| latency-found | " in text and "(a) latency-found payoff" in text
+    assert "| NetAdapt, same target | " in text
+
+    # a side-by-side run without one of the networks (made before NetAdapt was a step) is redone
+    del lat["networks"]["netadapt"]
+    (out / "latency.json").write_text(json.dumps(lat))
+    main(*common, "--only", "latency")
+    assert len(fake_timing) == calls + 1
+    assert "netadapt" in json.loads((out / "latency.json").read_text())["networks"]
 
 
 WARM = ROOT / "configs" / "cpu" / "search_resnet20_cifar10_warm.yaml"
@@ -216,16 +235,17 @@ def test_end_to_end_on_tiny_settings(tmp_path, cifar_archive, teacher):
            "--found", str(found), "--rounds", "2", "--probe_rounds", "1", "--warmup", "1",
            "--data.root", str(cifar_archive), "--data.train_subset", "500", "--epochs", "1",
            "--search_args=--trainer.max_epochs=1 --data.val_subset=null "
-           "--trainer.enable_progress_bar=false"]  # fmt: skip
+           "--trainer.enable_progress_bar=false",
+           "--netadapt_args=--short_steps 1 --images 64 --batch 32"]  # fmt: skip
     env = script_env({"OMP_NUM_THREADS": "1"})
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("table", "target", "uniform", "latency", "train_macs_s0", "train_uniform_s0",
-                 "train_latency_s0"):  # fmt: skip
+                 "train_latency_s0", "train_netadapt_s0"):  # fmt: skip
         assert (out / f"{name}.json").exists(), name
-    assert (out / "search" / "found.json").exists()
+    assert (out / "search" / "found.json").exists() and (out / "netadapt" / "found.json").exists()
     report = (out / "report.md").read_text()
-    assert report.count("\n| ") == 5 and "eager, batch 1, 1 threads" in report
+    assert report.count("\n| ") == 6 and "eager, batch 1, 1 threads" in report
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count(": done") == len(lp.STEPS) and "arch-half\n" not in again.stdout
