@@ -20,7 +20,10 @@ file made with other --depth/--backend/--batch/--threads is refused):
                              differs; resumed with --resume after an interruption)
     netadapt netadapt/       prune.py --method netadapt --teacher TEACHER --latency_table
                              OUT/table.json --target_ms TARGET (NetAdapt's own short fine-tunes
-                             choose its widths; --netadapt_args adds options)
+                             choose its widths; --netadapt_args adds options), or, when even
+                             its narrowest network (every prunable conv at its narrowest width:
+                             NetAdapt removes filters, never blocks) is predicted slower than
+                             the target, netadapt/unreachable.json saying so, and no NetAdapt row
     uniform  uniform.json    the uniform network of equal measured latency: bisection on
                              tas.Arch.uniform's MACs ratio, each probe measured interleaved with
                              the MACs-found network; stops when the probe is within 1% of it (or
@@ -67,11 +70,14 @@ from lightning_modules.data import DataError
 from lightning_modules.teacher import load_teacher
 from studies.settling import data_module, fine_tune
 from tas.arch import write_text_atomic
+from tas.baselines.netadapt import narrowest
+from tas.budget import LatencyBudget
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("table", "target", "search", "netadapt", "uniform", "latency", "train")
 FILES = {"table": "table.json", "target": "target.json", "search": "search/found.json",
-         "netadapt": "netadapt/found.json", "uniform": "uniform.json",
+         "netadapt": "netadapt/found.json", "unreachable": "netadapt/unreachable.json",
+         "uniform": "uniform.json",
          "latency": "latency.json"}  # fmt: skip
 NEEDS = {  # what a step reads: inputs (validated up front) and earlier steps' files
     "table": ((), ()),
@@ -211,11 +217,23 @@ class Payoff:
 
     def done(self, step: str) -> bool:
         if step == "train":
-            return all(self.train_path(n, s).exists() for n in TRAINED for s in self.args.seeds)
+            return all(
+                self.train_path(n, s).exists() for n in self.trained() for s in self.args.seeds
+            )
         path = self.out / FILES[step]
+        if step == "netadapt":
+            return path.exists() or (self.out / FILES["unreachable"]).exists()
         if step == "latency" and path.exists():  # one run holds every network, or it is redone
-            return set(json.loads(path.read_text()).get("networks", {})) >= set(NAMES)
+            return set(json.loads(path.read_text()).get("networks", {})) >= set(self.compared())
         return path.exists()
+
+    def compared(self) -> list[str]:
+        """The networks side by side: NAMES, less NetAdapt where it cannot reach the target."""
+        unreachable = (self.out / FILES["unreachable"]).exists()
+        return [n for n in NAMES if not (n == "netadapt" and unreachable)]
+
+    def trained(self) -> list[str]:
+        return [n for n in self.compared() if n in TRAINED]
 
     def validate(self, steps: list[str]) -> None:
         """Every input the steps to run need, and every finished step's settings, checked
@@ -301,6 +319,18 @@ class Payoff:
         ]  # fmt: skip
 
     def run_netadapt(self) -> None:
+        target = self.read("target")["target_ms"]
+        floor = narrowest(self.space, LatencyBudget(self.table, target, tolerance=target))
+        floor_ms = self.table.predict_ms(floor)
+        if floor_ms > target:
+            reason = (f"its narrowest network (full depth, every prunable conv at its narrowest "
+                      f"width) is predicted at {floor_ms:.3f} ms, above the target "
+                      f"{target:.3f} ms")  # fmt: skip
+            print(f"NetAdapt cannot reach the target: {reason}", flush=True)
+            write_json(self.out / FILES["unreachable"],
+                       {"settings": self.settings, "target_ms": target, "floor_ms": floor_ms,
+                        "floor_macs": floor.macs, "reason": reason})  # fmt: skip
+            return
         run_command(self.netadapt_command(), "NetAdapt failed", "rerun to redo it")
 
     def run_uniform(self) -> None:
@@ -319,13 +349,14 @@ class Payoff:
         write_json(self.out / FILES["uniform"], self.timed(record))
 
     def networks(self) -> dict[str, tas.Arch]:
-        return {
-            "full": tas.Arch.full(self.space),
-            "macs": self.found,
-            "latency": self._arch(self.out / FILES["search"]),
-            "netadapt": self._arch(self.out / FILES["netadapt"]),
-            "uniform": tas.Arch.from_dict(self.read("uniform")["arch"]),
+        made = {
+            "full": lambda: tas.Arch.full(self.space),
+            "macs": lambda: self.found,
+            "latency": lambda: self._arch(self.out / FILES["search"]),
+            "netadapt": lambda: self._arch(self.out / FILES["netadapt"]),
+            "uniform": lambda: tas.Arch.from_dict(self.read("uniform")["arch"]),
         }
+        return {name: made[name]() for name in self.compared()}
 
     def predicted_ms(self, arch: tas.Arch) -> float | None:
         """The table's latency of ``arch``; None for widths it has no entry for (a uniform
@@ -368,7 +399,7 @@ class Payoff:
     def run_train(self) -> None:
         a = self.args
         torch.set_num_threads(self.train_threads)
-        nets = {k: v for k, v in self.networks().items() if k in TRAINED}
+        nets = {k: v for k, v in self.networks().items() if k in self.trained()}
         for seed in a.seeds:
             dm = None
             for name, arch in nets.items():
@@ -445,8 +476,8 @@ def report(out: Path) -> str:
         f"({'>=' if found['payoff'] >= 0.95 else '<'} 0.95), "
         f"{'in' if found['in_band'] else 'outside'} the band",
     ]
-    if all(accs.get(k) for k in TRAINED):
-        mean = {k: statistics.fmean(accs[k]) for k in TRAINED}
+    if all(accs.get(k) for k in ("macs", "latency", "uniform")):
+        mean = {k: statistics.fmean(accs[k]) for k in ("macs", "latency", "uniform")}
         best = max(("macs", "uniform"), key=mean.get)
         gap = mean["latency"] - mean[best]
         lines.append(
@@ -454,10 +485,13 @@ def report(out: Path) -> str:
             f"({NAMES[best]}, {mean[best]:.2f}%): {gap:+.2f} points"
             + ("" if gap >= 0 else f" (short by {-gap:.2f})")
         )
-        lines.append(
-            f"(c) latency-found vs NetAdapt for the same target: "
-            f"{mean['latency'] - mean['netadapt']:+.2f} points"
-        )
+    if accs.get("latency") and accs.get("netadapt"):
+        gap = statistics.fmean(accs["latency"]) - statistics.fmean(accs["netadapt"])
+        lines.append(f"(c) latency-found vs NetAdapt for the same target: {gap:+.2f} points")
+    unreachable = out / FILES["unreachable"]
+    if unreachable.exists():
+        reason = json.loads(unreachable.read_text())["reason"]
+        lines.append(f"(c) NetAdapt cannot reach the target: {reason}")
     return "\n".join(lines)
 
 

@@ -167,6 +167,40 @@ def test_steps_are_skipped_when_done_and_the_search_resumes(tmp_path, found, fak
     assert "netadapt" in json.loads((out / "latency.json").read_text())["networks"]
 
 
+def test_netadapt_runs_only_when_its_narrowest_network_can_meet_the_target(
+    tmp_path, found, fake_timing, monkeypatch, capsys
+):
+    out = tmp_path / "payoff"
+    out.mkdir()
+    table = write_table(out / "table.json")
+    started = []
+    monkeypatch.setattr(lp, "run_command", lambda cmd, *a: started.append(cmd))
+    monkeypatch.setattr(lp.Payoff, "teacher", None)  # prune.py, not this process, loads it
+    common = ("--out", out, "--found", found, "--teacher", tmp_path / "unused.ckpt")
+    main(*common, "--only", "target")
+    target = json.loads((out / "target.json").read_text())
+    narrow = lp.narrowest(SPACE, lp.LatencyBudget(table, 1e9, tolerance=1e9))
+    assert narrow.blocks == FULL.blocks  # NetAdapt removes filters, never blocks
+
+    # a target under the narrowest network's latency: recorded, prune.py not started
+    target["target_ms"] = 0.9 * table.predict_ms(narrow)
+    (out / "target.json").write_text(json.dumps(target))
+    main(*common, "--only", "netadapt")
+    record = json.loads((out / "netadapt" / "unreachable.json").read_text())
+    assert not started and record["floor_ms"] == pytest.approx(table.predict_ms(narrow))
+    assert "cannot reach the target" in capsys.readouterr().out
+    study = lp.Payoff(lp.parser().parse_args([str(a) for a in common]))
+    assert study.done("netadapt") and "netadapt" not in study.compared()
+    assert study.trained() == ["macs", "latency", "uniform"]
+
+    # a target it can meet: prune.py is started for it
+    (out / "netadapt" / "unreachable.json").unlink()
+    target["target_ms"] = 1.1 * table.predict_ms(narrow)
+    (out / "target.json").write_text(json.dumps(target))
+    main(*common, "--only", "netadapt")
+    assert len(started) == 1 and started[0][started[0].index("--method") + 1] == "netadapt"
+
+
 WARM = ROOT / "configs" / "cpu" / "search_resnet20_cifar10_warm.yaml"
 BAD = {  # case: (arguments, what the error line says, whether OUT holds a ResNet-20 table)
     "missing found": (["--found", "{tmp}/none.json"], "none.json: no such file", True),
@@ -241,11 +275,15 @@ def test_end_to_end_on_tiny_settings(tmp_path, cifar_archive, teacher):
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("table", "target", "uniform", "latency", "train_macs_s0", "train_uniform_s0",
-                 "train_latency_s0", "train_netadapt_s0"):  # fmt: skip
+                 "train_latency_s0"):  # fmt: skip
         assert (out / f"{name}.json").exists(), name
-    assert (out / "search" / "found.json").exists() and (out / "netadapt" / "found.json").exists()
+    assert (out / "search" / "found.json").exists()
+    # NetAdapt's row, or the record that its narrowest network is slower than the target
+    reached = (out / "netadapt" / "found.json").exists()
+    assert reached == (out / "train_netadapt_s0.json").exists()
+    assert reached != (out / "netadapt" / "unreachable.json").exists()
     report = (out / "report.md").read_text()
-    assert report.count("\n| ") == 6 and "eager, batch 1, 1 threads" in report
+    assert report.count("\n| ") == 5 + reached and "eager, batch 1, 1 threads" in report
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count(": done") == len(lp.STEPS) and "arch-half\n" not in again.stdout

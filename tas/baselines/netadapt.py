@@ -39,6 +39,7 @@ from tas.baselines.common import model_space, named_convs, prunable_convs
 from tas.budget import Budget, LatencyBudget, MacsBudget
 from tas.compact import CompactNet, build_model
 from tas.evaluate import evaluate
+from tas.space import SearchSpace
 
 if TYPE_CHECKING:  # tas.latency is imported by who profiles or loads a table
     from tas.latency import LatencyTable
@@ -151,9 +152,7 @@ def netadapt(
     space = model_space(model)
     arch = Arch.full(space)
     names = prunable_convs(space)
-    smallest = Arch(
-        space, arch.blocks, {**arch.widths, **{n: _widths(budget, arch, n)[0] for n in names}}
-    )
+    smallest = narrowest(space, budget)
     if budget.of(smallest) > budget.target:
         raise ValueError(
             f"the target {budget.target:.6g} {budget.unit} is below the smallest network NetAdapt "
@@ -210,6 +209,14 @@ def netadapt(
 
 
 @torch.no_grad()
+def narrowest(space: SearchSpace, budget: Budget) -> Arch:
+    """The smallest network NetAdapt can reach: the full depth, every prunable conv at the
+    narrowest width ``budget`` allows (NetAdapt removes filters, never blocks)."""
+    full = Arch.full(space)
+    narrow = {n: _widths(budget, full, n)[0] for n in prunable_convs(space)}
+    return Arch(space, full.blocks, {**full.widths, **narrow})
+
+
 def narrow_conv(
     model: CompactNet, arch: Arch, name: str, kept: torch.Tensor
 ) -> tuple[Arch, CompactNet]:
