@@ -14,7 +14,8 @@ CIFAR_ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 # Under pytest-xdist (-n), the cores are shared among the workers: each worker and the scripts
 # it starts get their share of threads instead of all of them (no oversubscription).
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _threads = max(1, (_cores or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     torch.set_num_threads(_threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
 
