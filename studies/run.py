@@ -572,10 +572,37 @@ class Study:
             args += ["--out", str(self.path(step.name, "found.json"))]
         return [sys.executable, str(ROOT / args[0]), *args[1:]]
 
+    def queue(self) -> list[Step]:
+        """The steps in the order they start (when their dependencies are done): a training at
+        its own place in the plan (the finals' order), a step that makes something (teacher,
+        search, pruning) at the place of the first training that needs it, directly or through
+        other steps. So a search whose trainings come late does not hold a core while earlier
+        trainings wait."""
+        index = {s.name: i for i, s in enumerate(self.steps)}
+        order = self._places(index)
+        return sorted(self.steps, key=lambda s: (order[s.name], index[s.name]))
+
+    def _places(self, index: dict[str, int]) -> dict[str, int]:
+        dependents: dict[str, list[str]] = {}
+        for step in self.steps:
+            for dep in step.deps:
+                dependents.setdefault(dep, []).append(step.name)
+        trainings = {s.name for s in self.steps if s.info}
+        place: dict[str, int] = {}
+
+        def visit(name: str) -> int:
+            if name not in place:
+                needed = [visit(t) for t in dependents.get(name, [])]
+                own = [index[name]] if name in trainings or not needed else []
+                place[name] = min(own + needed)
+            return place[name]
+
+        return {s.name: visit(s.name) for s in self.steps}
+
     def run(self, jobs: int, only: set[str] | None = None, threads: int | None = None) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write_random_archs()
-        todo = [s for s in self.steps if not self.done(s) and (not only or s.name in only)]
+        todo = [s for s in self.queue() if not self.done(s) and (not only or s.name in only)]
         failed: set[str] = set()
         running: dict[str, tuple[subprocess.Popen, float]] = {}
         threads = threads or max(1, (os.cpu_count() or 1) // jobs)
@@ -669,7 +696,11 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, help="threads per step (default: the cores shared among --jobs)"
     )
     parser.add_argument("--only", nargs="*", help="run just these steps (names as in the plan)")
-    parser.add_argument("--list", action="store_true", help="print the steps and their state")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print the steps, in the order they start, and their state",
+    )
     parser.add_argument("--report", action="store_true", help="collect results, write the report")
     args = parser.parse_args(argv)
     try:
@@ -677,8 +708,8 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, KeyError) as err:
         print(f"studies.run: error: {err}", file=sys.stderr)
         sys.exit(2)
-    if args.list:
-        for s in study.steps:
+    if args.list:  # in the order they start
+        for s in study.queue():
             print(
                 f"{'done' if study.done(s) else 'todo'}  {s.name}  (needs {', '.join(s.deps) or '-'})"
             )

@@ -203,6 +203,23 @@ def test_full_data_study_plan_is_its_config(tmp_path):
     assert slim[slim.index("--model.bn_l1") + 1] == "0.0001" and "--model.bn_l1" not in teacher
 
 
+def test_queue_makes_each_input_just_before_the_first_training_that_needs_it(tmp_path):
+    study = Study(str(FULL_CONFIG), runs_root=tmp_path)
+    queue = [s.name for s in study.queue()]
+    assert sorted(queue) == sorted(s.name for s in study.steps)
+    # the trainings keep the plan's order (the finals' order of the config)
+    trainings = [s.name for s in study.steps if s.info]
+    assert [n for n in queue if n in set(trainings)] == trainings
+    # every step starts after what it needs
+    where = {name: i for i, name in enumerate(queue)}
+    for step in study.steps:
+        assert all(where[d] < where[step.name] for d in step.deps), step.name
+    # the verdict's trainings come first; the from-scratch search waits for its own training
+    assert queue.index("search_tas_scratch") > queue.index("uniform-kd-s2")
+    assert queue.index("search_tas_scratch") == queue.index("tas_scratch-kd-s0") - 1
+    assert queue.index("search_tas") < queue.index("tas-kd-s0") < queue.index("uniform-kd-s0")
+
+
 def test_a_baseline_is_one_network_entry(tmp_path):
     cfg = yaml.safe_load((ROOT / "configs" / "study" / "resnet20_cifar10_full.yaml").read_text())
     cfg["networks"]["another"] = {"kind": "prune", "method": "l1_norm"}
