@@ -77,8 +77,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("table", "target", "search", "netadapt", "uniform", "latency", "train")
 FILES = {"table": "table.json", "target": "target.json", "search": "search/found.json",
          "netadapt": "netadapt/found.json", "unreachable": "netadapt/unreachable.json",
-         "uniform": "uniform.json",
-         "latency": "latency.json"}  # fmt: skip
+         "uniform": "uniform.json", "latency": "latency.json"}  # fmt: skip
 NEEDS = {  # what a step reads: inputs (validated up front) and earlier steps' files
     "table": ((), ()),
     "target": (("found",), ()),
