@@ -599,6 +599,20 @@ class Study:
 
         return {s.name: visit(s.name) for s in self.steps}
 
+    def outside_band(self, step: Step) -> str | None:
+        """Why a training's network is not compared: a found.json (a search's or a pruning's)
+        whose MACs fall outside the study's band. None for the others (and for weight pruning,
+        which keeps the full network's shape)."""
+        net = self.networks.get(step.info.get("arch", "")) if step.info else None
+        if net is None or "sparsity" in net.info or not net.arch.endswith(".json"):
+            return None
+        macs, ratio = tas.Arch.load(net.arch).macs, self.cfg["ratio"]
+        low, high = (round(ratio * f * self.full.macs) for f in (1 - BAND, 1 + BAND))
+        if low <= macs <= high:
+            return None
+        return (f"{net.arch}: {macs / 1e6:.2f}M MACs, outside the study's band "
+                f"[{low / 1e6:.2f}M, {high / 1e6:.2f}M]")  # fmt: skip
+
     def run(self, jobs: int, only: set[str] | None = None, threads: int | None = None) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write_random_archs()
@@ -627,6 +641,11 @@ class Study:
                     say(f"skip   {step.name}: a step it needs failed")
                 elif len(running) < jobs and all(d in done for d in step.deps):
                     todo.remove(step)
+                    reason = self.outside_band(step)
+                    if reason:  # not a comparison at the same budget: not trained
+                        failed.add(step.name)
+                        say(f"FAILED {step.name}: {reason}")
+                        continue
                     cmd = self.command(step)
                     self.path(step.name).mkdir(parents=True, exist_ok=True)
                     log = open(self.dir / f"{step.name}.log", "a")  # noqa: SIM115 (child owns it)

@@ -116,6 +116,27 @@ def test_run_starts_what_is_ready_and_collects(study, monkeypatch):
             path.unlink()
 
 
+def test_a_network_outside_the_band_is_not_trained(study, monkeypatch, capsys):
+    """A search that ended outside the band fails its trainings in one line, none started;
+    one inside the band is compared."""
+    steps = {s.name: s for s in study.steps}
+    kd = next(s for s in study.steps if s.info.get("arch") == "tas" and s.info["scheme"] == "kd")
+    found = Path(study.networks["tas"].arch)
+    found.parent.mkdir(parents=True)
+    over = tas.Arch.uniform(study.space, 0.6)  # 60% of the MACs: a 50% study's band is 49-51%
+    over.save(found)
+    assert "outside the study's band" in study.outside_band(kd)
+    started = []
+    monkeypatch.setattr("studies.run.subprocess.Popen", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(study, "collect", lambda: {})
+    monkeypatch.setattr(study, "done", lambda step: step.name in kd.deps)
+    assert study.run(jobs=1, only={kd.name}) == 1 and not started
+    assert f"FAILED {kd.name}: {found}: " in capsys.readouterr().out
+    tas.Arch.uniform(study.space, 0.5 * 1.02).save(found)  # the widest uniform network in band
+    assert study.outside_band(kd) is None
+    assert study.outside_band(steps["uniform-kd-s0"]) is None  # not a found.json
+
+
 def test_table_groups_seeds_and_plot_draws(tmp_path):
     run = {"macs": 20e6, "params": 1.3e5, "macs_reduction": 0.5, "epochs": 10, "wall_time_s": 60}
     data = {
