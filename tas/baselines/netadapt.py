@@ -208,7 +208,6 @@ def netadapt(
     return arch, keep, model.eval()
 
 
-@torch.no_grad()
 def narrowest(space: SearchSpace, budget: Budget) -> Arch:
     """The smallest network NetAdapt can reach: the full depth, every prunable conv at the
     narrowest width ``budget`` allows (NetAdapt removes filters, never blocks)."""
@@ -217,6 +216,7 @@ def narrowest(space: SearchSpace, budget: Budget) -> Arch:
     return Arch(space, full.blocks, {**full.widths, **narrow})
 
 
+@torch.no_grad()
 def narrow_conv(
     model: CompactNet, arch: Arch, name: str, kept: torch.Tensor
 ) -> tuple[Arch, CompactNet]:
