@@ -37,6 +37,9 @@ def finish(cli: SearchCLI, seconds: float) -> None:
         return
     module: SearchModule = cli.model
     arch, row = module.chosen()
+    if row.val_acc is None:  # derived inside the band after the last epoch: score it likewise
+        row.val_acc = module.score(arch, cli.datamodule)
+        arch.search["val_acc"] = row.val_acc
     path = cli.out / "found.json"
     arch.save(path)
     last = module.history[-1]
@@ -77,6 +80,14 @@ def finish(cli: SearchCLI, seconds: float) -> None:
         f"{settle['depth_maxprob_min']:.3f} (min); argmax unchanged for the last "
         f"{settle['unchanged_epochs']} epoch(s)"
     )
+    derivation = arch.search.get("derivation")
+    if derivation is not None:
+        print(
+            f"  no epoch's argmax network landed inside the band (the last: "
+            f"{derivation['argmax_macs'] / 1e6:.2f}M MACs, log-probability "
+            f"{derivation['argmax_log_prob']:.2f}); found.json holds the most probable network "
+            f"inside it (log-probability {derivation['log_prob']:.2f})"
+        )
     if not row.in_band:
         print(
             "  no epoch's architecture landed inside the band: search longer, or check --model.ratio"

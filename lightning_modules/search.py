@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,11 @@ class SearchModule(pl.LightningModule):
             warm-up), so the logits' noisy walk dies down and the argmax network stays put at
             the end (docs/search_settling.md).
         select: which architecture found.json holds: "best" (best validation accuracy inside the
-            MACs band; the last one when no epoch was inside) or "last" (the authors' choice).
+            MACs band; see ``fallback`` when no epoch was inside) or "last" (the authors' choice).
+        fallback: what "best" holds when no epoch's argmax network landed inside the band:
+            "in_band" the most probable network inside it under the last epoch's distributions
+            (`tas.Supernet.derive_within`; scored on the architecture half like the epochs'),
+            "last" the last epoch's argmax network, outside the band.
         channels_last: run convs in the channels-last memory layout (faster on CPU and GPU).
         width_multiple: round every width candidate to a multiple of this (8: faster compact
             networks per MAC on oneDNN/cuDNN; 1: the paper's candidates).
@@ -143,6 +147,7 @@ class SearchModule(pl.LightningModule):
         arch_weight_decay: float = 1e-3,
         arch_lr_schedule: str = "constant",
         select: str = "best",
+        fallback: str = "in_band",
         channels_last: bool = False,
         width_multiple: int = 1,
         teacher: str | None = None,
@@ -158,6 +163,8 @@ class SearchModule(pl.LightningModule):
         check_ratio(ratio)
         if select not in ("best", "last"):
             raise ValueError(f"select must be 'best' or 'last', got {select!r}")
+        if fallback not in ("in_band", "last"):
+            raise ValueError(f"fallback must be 'in_band' or 'last', got {fallback!r}")
         if tolerance < 0:
             raise ValueError(f"tolerance must be >= 0, got {tolerance}")
         if arch_lr_schedule not in ("constant", "cosine"):
@@ -393,11 +400,60 @@ class SearchModule(pl.LightningModule):
         """The architecture for found.json and the epoch it came from."""
         if not self.history:
             raise RuntimeError("no epoch has finished: nothing to derive")
-        selected = "best" if self.hparams.select == "best" and self.best is not None else "last"
+        hp = self.hparams
+        if hp.select == "best" and self.best is None and hp.fallback == "in_band":
+            chosen = self.most_probable_in_band()
+            if chosen is not None:
+                return chosen
+        selected = "best" if hp.select == "best" and self.best is not None else "last"
         row = self.best if selected == "best" else self.history[-1]
         arch = tas.Arch.from_dict(row.arch)
         arch.search.update(self.search_record(row, selected))
         return arch, row
+
+    def most_probable_in_band(self) -> tuple[tas.Arch, EpochRecord] | None:
+        """The most probable network inside the band under the current (last epoch's)
+        distributions, and its record, not yet scored (``val_acc`` None: see `score`); None
+        when the space has no network inside the band."""
+        low = self.budget.target - self.budget.tolerance
+
+        def latency(blocks: tuple[int, ...], widths: dict[str, int]) -> float:
+            return self.budget.of(tas.Arch(self.space, blocks, widths))
+
+        cost = latency if self.budget.unit == "ms" else None  # None: MACs
+        derived = self.net.derive_within(low, self.budget.target, cost)
+        if derived is None:
+            return None
+        arch, last = derived.arch, self.history[-1]
+        row = replace(
+            last,
+            val_acc=None,
+            macs=arch.macs,
+            in_band=True,
+            latency_ms=self.budget.of(arch) if self.budget.unit == "ms" else None,
+            arch=arch.to_dict(),
+        )
+        arch.search.update(self.search_record(row, "in_band"))
+        arch.search["derivation"] = {
+            "log_prob": derived.log_prob,
+            "argmax_log_prob": self.net.log_prob(tas.Arch.from_dict(last.arch)),
+            "argmax_macs": last.macs,
+            "exact": derived.exact,
+        }
+        return arch, row
+
+    @torch.no_grad()
+    def score(self, arch: tas.Arch, datamodule: Any) -> float:
+        """Top-1 accuracy of ``arch`` run on the supernet's shared weights over the validation
+        images, as the epochs' argmax networks are scored (batch statistics)."""
+        correct = total = 0
+        with batch_statistics(self.net):
+            for x, y in datamodule.val_dataloader():
+                batch = (x.to(self.device), y.to(self.device))
+                x, y = datamodule.transform_batch(batch, train=False)
+                correct += int((self.net.forward_arch(self._inputs(x), arch).argmax(-1) == y).sum())
+                total += len(y)
+        return correct / total
 
     def search_record(self, row: EpochRecord, selected: str) -> dict[str, Any]:
         hp = self.hparams
@@ -441,6 +497,7 @@ class SearchModule(pl.LightningModule):
                     "weight_warmup_epochs",
                     "cost",
                     "entropy_weight",
+                    "fallback",
                 )
             },
         }

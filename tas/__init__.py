@@ -11,6 +11,7 @@ from tas.budget import LatencyBudget, MacsBudget
 from tas.compact import build_model, count_macs, load_model
 from tas.cost import cost_loss, expected_cost, expected_macs
 from tas.cwi import channel_interpolate
+from tas.derive import most_probable_within
 from tas.gumbel import TauSchedule, sample_candidates
 from tas.kd import kd_loss
 from tas.search import StepLosses, search_step
@@ -34,6 +35,7 @@ __all__ = [
     "from_torchvision",
     "kd_loss",
     "load_model",
+    "most_probable_within",
     "sample_candidates",
     "search_step",
     "StepLosses",

@@ -31,6 +31,7 @@ from tas.arch import Arch
 from tas.compact import add_padded, build_model
 from tas.cost import expected_macs
 from tas.cwi import channel_interpolate, prescale
+from tas.derive import Cost, Derived, log_prob, most_probable_within
 from tas.gumbel import gumbel_softmax, sample_candidates
 from tas.space import SearchSpace
 
@@ -316,6 +317,22 @@ class Supernet(nn.Module):
         widths = {c.name: c.candidates[picks[rows[c.name]]] for c in self.space.kept_convs(blocks)}
         return Arch(self.space, blocks, widths)
 
+    def derive_within(
+        self, low: float, high: float, cost: Cost | None = None, max_nodes: int = 200_000
+    ) -> Derived | None:
+        """The most probable network whose cost (MACs by default) lies in [low, high] under the
+        current distributions: the argmax network when it does (see `tas.derive`)."""
+        with torch.no_grad():
+            return most_probable_within(
+                self.space, self.width_probs().log(), self.depth_probs().log(), low, high, cost,
+                max_nodes,
+            )  # fmt: skip
+
+    def log_prob(self, arch: Arch) -> float:
+        """log P of ``arch`` under the current distributions, in nats."""
+        with torch.no_grad():
+            return log_prob(arch, self.width_probs().log(), self.depth_probs().log())
+
     def entropy(self) -> torch.Tensor:
         """Differentiable sum, in nats, of the entropies of every width and depth distribution
         (plain softmax): 0 once every distribution has chosen. Minimising it pushes each
@@ -403,8 +420,27 @@ class Supernet(nn.Module):
 
     def forward_argmax(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the derived network run on the shared weights (no sampling)."""
-        widths = self.width_probs().argmax(-1).tolist()
-        depths = self.depth_probs().argmax(-1).tolist()
+        widths, depths = self.argmax_indices()
+        return self._forward_picks(x, widths, depths)
+
+    def forward_arch(self, x: torch.Tensor, arch: Arch) -> torch.Tensor:
+        """Logits of ``arch`` (a network of this space) run on the shared weights."""
+        if arch.space != self.space:
+            raise ValueError(f"the network is not one of {self.space.describe()}")
+        widths, _ = self.argmax_indices()  # for the convs of removed blocks, which do not run
+        for row, conv in enumerate(self.space.convs()):
+            if conv.name not in arch.widths:
+                continue
+            if arch.widths[conv.name] not in conv.candidates:
+                raise ValueError(
+                    f"{conv.name} is {arch.widths[conv.name]} wide, not one of its candidates "
+                    f"{list(conv.candidates)}"
+                )
+            widths[row] = conv.candidates.index(arch.widths[conv.name])
+        depths = [s.depth_choices.index(b) for s, b in zip(self.space.stages, arch.blocks)]
+        return self._forward_picks(x, widths, depths)
+
+    def _forward_picks(self, x: torch.Tensor, widths: list[int], depths: list[int]) -> torch.Tensor:
         return self._run(
             x,
             _Choice(
