@@ -16,6 +16,7 @@ resumes from its last checkpoint; rerunning the command continues the study wher
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -35,6 +36,18 @@ from tas.baselines import random_within
 from tas.baselines.sparsity import SCOPES
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _without_root(record: dict) -> dict:
+    """A found.json record whose warm-start teacher path is relative to the repository (the
+    committed results name no machine's directories)."""
+    start = record.get("search", {}).get("warm_start")
+    if start and Path(start["teacher"]).is_absolute():
+        with contextlib.suppress(ValueError):  # a teacher outside the repository stays as it is
+            start["teacher"] = str(Path(start["teacher"]).relative_to(ROOT))
+    return record
+
+
 # rkd: KD + relational KD; rewind: a lottery ticket (an imp round's mask on its dense run's
 # early weights)
 SCHEMES = ("kd", "rkd", "scratch_e", "scratch_b", "fine_tune", "rewind")
@@ -676,7 +689,7 @@ class Study:
                 res = json.loads(path.read_text())
                 teacher[name] = {k: res[k] for k in RESULT_KEYS}
         found = {
-            name: json.loads(Path(net.arch).read_text())
+            name: _without_root(json.loads(Path(net.arch).read_text()))
             for name, net in self.networks.items()
             if net.makers
             and net.makers[0].args()[0] == "train_search.py"

@@ -523,3 +523,13 @@ def test_final_args_reach_every_final_and_nothing_else(tmp_path):
         cmd = study.command(step)
         final = step.info is not None and "scheme" in step.info
         assert ("--model.channels_last" in cmd) == final, step.name
+
+
+def test_collected_found_records_name_no_machine_directory():
+    from studies.run import _without_root
+
+    inside = {"search": {"warm_start": {"teacher": str(ROOT / "studies/runs/x/last.ckpt")}}}
+    assert _without_root(inside)["search"]["warm_start"]["teacher"] == "studies/runs/x/last.ckpt"
+    outside = {"search": {"warm_start": {"teacher": "/elsewhere/last.ckpt"}}}
+    assert _without_root(outside)["search"]["warm_start"]["teacher"] == "/elsewhere/last.ckpt"
+    assert _without_root({"search": {"warm_start": None}}) == {"search": {"warm_start": None}}
