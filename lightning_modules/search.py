@@ -18,6 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
 import tas
@@ -421,7 +422,11 @@ class SearchModule(pl.LightningModule):
             return self.budget.of(tas.Arch(self.space, blocks, widths))
 
         cost = latency if self.budget.unit == "ms" else None  # None: MACs
-        derived = self.net.derive_within(low, self.budget.target, cost)
+        try:
+            derived = self.net.derive_within(low, self.budget.target, cost)
+        except RuntimeError as err:  # no network inside the band found within the node budget
+            rank_zero_warn(f"{err}: found.json keeps the last epoch's argmax network")
+            return None
         if derived is None:
             return None
         arch, last = derived.arch, self.history[-1]

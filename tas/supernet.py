@@ -318,7 +318,7 @@ class Supernet(nn.Module):
         return Arch(self.space, blocks, widths)
 
     def derive_within(
-        self, low: float, high: float, cost: Cost | None = None, max_nodes: int = 200_000
+        self, low: float, high: float, cost: Cost | None = None, max_nodes: int = 50_000
     ) -> Derived | None:
         """The most probable network whose cost (MACs by default) lies in [low, high] under the
         current distributions: the argmax network when it does (see `tas.derive`)."""
