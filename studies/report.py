@@ -97,12 +97,18 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def precisions(rows: list[dict]) -> str:
+    """The precisions the rows trained in (a study's machine setting: bf16-mixed on a CPU
+    with native bf16, fp32 elsewhere); a record from before the key existed trained in fp32."""
+    return ", ".join(sorted({r.get("precision", "32-true") for r in rows}))
+
+
 def table(data: dict) -> str:
     """One markdown table: a row per (method, scheme), the full networks first; the
     weight-pruned runs are left to `sparsity_table`."""
     head = (
         "| Method | Scheme | MACs | MACs cut | Params | Top-1 % (mean ± std) | n | Epochs "
-        "| Wall min |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| Wall min | Precision |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
     )
     lines = []
     names = {
@@ -114,7 +120,8 @@ def table(data: dict) -> str:
         if t:
             lines.append(
                 f"| {label} | CE | {t['macs'] / 1e6:.2f}M | 0.0% | {t['params'] / 1e3:.1f}K | "
-                f"{100 * t['test_acc']:.2f} | 1 | {t['epochs']} | {t['wall_time_s'] / 60:.1f} |"
+                f"{100 * t['test_acc']:.2f} | 1 | {t['epochs']} | {t['wall_time_s'] / 60:.1f} | "
+                f"{precisions([t])} |"
             )
     for method, scheme, rows in groups(structured(data["runs"])):
         acc, std = mean_std([100 * r["test_acc"] for r in rows])
@@ -129,7 +136,7 @@ def table(data: dict) -> str:
         lines.append(
             f"| {METHODS.get(method, method)} | {SCHEMES[scheme]} | {spread} | {cut:.1f}% | "
             f"{params / 1e3:.1f}K | {top1} | {len(rows)} | "
-            f"{'/'.join(map(str, epochs))} | {wall:.1f} |"
+            f"{'/'.join(map(str, epochs))} | {wall:.1f} | {precisions(rows)} |"
         )
     return head + "\n".join(lines) + "\n"
 

@@ -11,6 +11,8 @@ Every step is one train.py / train_search.py / prune.py run in ``studies/runs/NA
 log beside it, ``STEP.log``). A step whose result file exists is done; an interrupted step
 resumes from its last checkpoint; rerunning the command continues the study wherever it stopped.
 ``--jobs N`` runs N independent steps at once, each with cores/N threads (``--threads`` sets it).
+``--precision`` is the trainings' arithmetic on this machine (``auto``: bf16-mixed where the CPU
+computes bf16 natively, AVX512-BF16 or AMX, else fp32); each row records the precision it ran in.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from lightning_modules.data import NUM_CLASSES
 from tas.arch import write_text_atomic
 from tas.baselines import random_within
 from tas.baselines.sparsity import SCOPES
+from tas.latency import native_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +56,7 @@ def _without_root(record: dict) -> dict:
 SCHEMES = ("kd", "rkd", "scratch_e", "scratch_b", "fine_tune", "rewind")
 RANDOM_INIT = ("kd", "rkd", "scratch_e", "scratch_b")  # the finals that start from fresh weights
 STUDY_DATASETS = ("cifar10", "cifar100")
+PRECISIONS = ("auto", "32-true", "bf16-mixed")
 BAND = 0.02  # every compared network's MACs within this fraction of the target
 
 
@@ -373,7 +377,9 @@ def with_plan(cfg: dict) -> dict:
 
 
 class Study:
-    def __init__(self, config_path: str, runs_root: Path | None = None) -> None:
+    def __init__(
+        self, config_path: str, runs_root: Path | None = None, results_root: Path | None = None
+    ) -> None:
         try:
             self.cfg = yaml.safe_load(Path(config_path).read_text())
         except (OSError, yaml.YAMLError) as err:
@@ -381,6 +387,7 @@ class Study:
         self.cfg = with_plan(self.cfg)
         self.name = self.cfg["name"]
         self.dir = (runs_root or ROOT / "studies" / "runs") / self.name
+        self.results_root = results_root  # default: studies/results
         self.dataset = self._dataset()
         self.space = tas.SearchSpace.cifar_resnet(self.cfg["depth"], NUM_CLASSES[self.dataset])
         self.full = tas.Arch.full(self.space)
@@ -490,7 +497,7 @@ class Study:
         return Step(
             name,
             lambda: self._train(
-                name, "--seed", "0", *init, *spec.get("args", []),
+                name, "--seed", "0", *init, *c.get("teacher_args", []), *spec.get("args", []),
                 epochs=epochs, config=c.get("teacher_config"),
             ),
             "results.json",
@@ -571,10 +578,55 @@ class Study:
 
     # ------------------------------------------------------------ running
     def done(self, step: Step) -> bool:
-        return self.path(step.name, step.result).exists()
+        """A step is done when its result file is here, or, for a training, when the committed
+        results hold its row (a finished training is only ever a number to report; a teacher,
+        a search or a pruning is an input to later steps, so it must be here)."""
+        return self.path(step.name, step.result).exists() or (
+            bool(step.info) and step.name in self.committed()["runs"]
+        )
 
-    def command(self, step: Step) -> list[str]:
+    def results_path(self) -> Path:
+        return (self.results_root or ROOT / "studies" / "results") / f"{self.name}.json"
+
+    def committed(self) -> dict:
+        """What the study's committed results (studies/results/NAME.json) already hold: its
+        trainings' rows by step, its teachers and its found.json records by name. The run
+        directory is this machine's; these numbers are the study's across machines."""
+        try:
+            data = json.loads(self.results_path().read_text())
+        except (OSError, ValueError):
+            data = {}
+        steps = {s.name for s in self.steps}
+        return {
+            "runs": {r["step"]: r for r in data.get("runs", []) if r.get("step") in steps},
+            "teachers": data.get("teachers", {}),
+            "found": data.get("found", {}),
+        }
+
+    def restore_found(self) -> list[str]:
+        """Write back each search's found.json that the committed results hold and this
+        machine lacks, so its trainings need not repeat a search (hours on a CPU). Only
+        searches: a pruning's found.json goes with weights its fine-tuning starts from, which
+        are not committed, so a pruning step runs again (minutes). Returns the searches
+        restored."""
+        restored = []
+        for name, record in self.committed()["found"].items():
+            net = self.networks.get(name)
+            if net is None or not net.makers or net.makers[0].args()[0] != "train_search.py":
+                continue
+            path = Path(net.arch)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+                restored.append(net.makers[0].name)
+        return restored
+
+    def command(self, step: Step, precision: str | None = None) -> list[str]:
+        """The step's command line; ``precision`` (a Lightning precision) for a training or a
+        search."""
         args = step.args()
+        if precision and args[0] in ("train.py", "train_search.py"):
+            args += ["--trainer.precision", precision]
         if args[0] == "sensitivity.py":  # a folder of curves, written in one go
             args += ["--out", str(self.path(step.name))]
         elif args[0] != "prune.py":
@@ -626,15 +678,28 @@ class Study:
         return (f"{net.arch}: {macs / 1e6:.2f}M MACs, outside the study's band "
                 f"[{low / 1e6:.2f}M, {high / 1e6:.2f}M]")  # fmt: skip
 
-    def run(self, jobs: int, only: set[str] | None = None, threads: int | None = None) -> int:
+    def run(
+        self,
+        jobs: int,
+        only: set[str] | None = None,
+        threads: int | None = None,
+        precision: str = "auto",
+    ) -> int:
+        if precision == "auto":
+            precision = "bf16-mixed" if native_bf16() else "32-true"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write_random_archs()
+        for name in self.restore_found():
+            say(f"found.json of {name} restored from {self.results_path()}")
         todo = [s for s in self.queue() if not self.done(s) and (not only or s.name in only)]
         failed: set[str] = set()
         running: dict[str, tuple[subprocess.Popen, float]] = {}
         threads = threads or max(1, (os.cpu_count() or 1) // jobs)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_MODE": "offline"}
-        say(f"study {self.name}: {len(todo)} of {len(self.steps)} steps to run, {jobs} at a time")
+        say(
+            f"study {self.name}: {len(todo)} of {len(self.steps)} steps to run, {jobs} at a "
+            f"time, {threads} thread(s) each, precision {precision}"
+        )
         while todo or running:
             for name, (proc, start) in list(running.items()):
                 if proc.poll() is None:
@@ -659,7 +724,7 @@ class Study:
                         failed.add(step.name)
                         say(f"FAILED {step.name}: {reason}")
                         continue
-                    cmd = self.command(step)
+                    cmd = self.command(step, precision)
                     self.path(step.name).mkdir(parents=True, exist_ok=True)
                     log = open(self.dir / f"{step.name}.log", "a")  # noqa: SIM115 (child owns it)
                     log.write(f"\n$ {' '.join(cmd[1:])}\n")
@@ -675,26 +740,30 @@ class Study:
 
     # ------------------------------------------------------------ report
     def collect(self) -> dict:
-        """Every finished step's numbers in one JSON file (studies/results/NAME.json)."""
-        rows = []
+        """Every finished step's numbers in one JSON file (studies/results/NAME.json): the
+        committed results, updated with what finished here (a row, a teacher or a found.json of
+        this machine replaces the committed one of the same name)."""
+        committed = self.committed()
+        rows = committed["runs"]
         for step in self.steps:
-            if not step.info or not self.done(step):
-                continue
-            res = json.loads(self.path(step.name, "results.json").read_text())
-            rows.append({**step.info, "step": step.name, **{k: res[k] for k in RESULT_KEYS}})
-        teacher = {}
+            path = self.path(step.name, "results.json")
+            if step.info and path.exists():
+                res = json.loads(path.read_text())
+                rows[step.name] = {**step.info, "step": step.name, **result_record(res)}
+        teacher = committed["teachers"]
         for name in ("teacher", "teacher_slimming"):
             path = self.path(name, "results.json")
             if path.exists():
-                res = json.loads(path.read_text())
-                teacher[name] = {k: res[k] for k in RESULT_KEYS}
-        found = {
-            name: _without_root(json.loads(Path(net.arch).read_text()))
-            for name, net in self.networks.items()
-            if net.makers
-            and net.makers[0].args()[0] == "train_search.py"
-            and Path(net.arch).exists()
-        }
+                teacher[name] = result_record(json.loads(path.read_text()))
+        found = committed["found"]
+        for name, net in self.networks.items():
+            if (
+                net.makers
+                and net.makers[0].args()[0] == "train_search.py"
+                and Path(net.arch).exists()
+            ):
+                found[name] = _without_root(json.loads(Path(net.arch).read_text()))
+        order = {s.name: i for i, s in enumerate(self.steps)}
         out = {
             "study": self.name,
             "dataset": self.dataset,
@@ -703,15 +772,25 @@ class Study:
             "target_macs": round(self.cfg["ratio"] * self.full.macs),
             "teachers": teacher,
             "found": found,  # every search's found.json, by network name
-            "runs": rows,
+            "runs": sorted(rows.values(), key=lambda r: order[r["step"]]),
         }
-        path = ROOT / "studies" / "results" / f"{self.name}.json"
+        path = self.results_path()
         write_text_atomic(path, json.dumps(out, indent=1) + "\n")
-        say(f"{len(rows)} finished trainings collected in {path.relative_to(ROOT)}")
+        say(f"{len(rows)} finished trainings collected in {path}")
         return out
 
 
 RESULT_KEYS = ("test_acc", "macs", "params", "macs_reduction", "epochs", "wall_time_s")
+# what a results.json written before a key existed stands for
+RESULT_DEFAULTS = {"precision": "32-true", "teacher_test_acc": None}
+
+
+def result_record(res: dict) -> dict:
+    """The numbers a study keeps of one training's results.json."""
+    return {
+        **{k: res[k] for k in RESULT_KEYS},
+        **{k: res.get(k, default) for k, default in RESULT_DEFAULTS.items()},
+    }
 
 
 def say(text: str) -> None:
@@ -726,6 +805,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="steps run at once")
     parser.add_argument(
         "--threads", type=int, help="threads per step (default: the cores shared among --jobs)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="trainings' precision (auto: bf16-mixed where the CPU has AVX512-BF16 or AMX, "
+        "else 32-true)",
     )
     parser.add_argument("--only", nargs="*", help="run just these steps (names as in the plan)")
     parser.add_argument(
@@ -752,7 +838,9 @@ def main(argv: list[str] | None = None) -> None:
         write_report(study.collect())
         return
     only = set(args.only) if args.only else None
-    sys.exit(study.run(max(1, args.jobs), only, args.threads and max(1, args.threads)))
+    sys.exit(
+        study.run(max(1, args.jobs), only, args.threads and max(1, args.threads), args.precision)
+    )
 
 
 if __name__ == "__main__":

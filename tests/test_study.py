@@ -515,7 +515,7 @@ def test_sparsity_table_and_plot_draw(tmp_path, monkeypatch):
 
 def test_final_args_reach_every_final_and_nothing_else(tmp_path):
     cfg = yaml.safe_load((ROOT / "configs" / "study" / "resnet20_cifar10_full.yaml").read_text())
-    cfg["final_args"] = ["--model.channels_last", "true"]
+    cfg["final_args"], cfg["teacher_args"] = ["--model.channels_last", "true"], []
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
     study = Study(str(path), runs_root=tmp_path)
@@ -523,6 +523,62 @@ def test_final_args_reach_every_final_and_nothing_else(tmp_path):
         cmd = study.command(step)
         final = step.info is not None and "scheme" in step.info
         assert ("--model.channels_last" in cmd) == final, step.name
+        assert ("--model.bn_l1" in cmd) == (step.name == "teacher_slimming"), step.name
+        assert cmd.count("--trainer.precision") == 0
+    cfg["final_args"], cfg["teacher_args"] = [], ["--model.channels_last", "true"]
+    path.write_text(yaml.safe_dump(cfg))
+    study = Study(str(path), runs_root=tmp_path)
+    for step in study.steps:
+        cmd = study.command(step, "bf16-mixed")
+        teacher = step.name.startswith("teacher")
+        assert ("--model.channels_last" in cmd) == teacher, step.name
+        trains = Path(cmd[1]).name in ("train.py", "train_search.py")
+        assert (_arg(cmd, "--trainer.precision") if trains else None) == (
+            "bf16-mixed" if trains else None
+        ), step.name
+        assert ("--trainer.precision" in cmd) == trains, step.name
+
+
+def test_committed_results_carry_the_study_to_a_new_machine(tmp_path):
+    """A machine without the run directory (a new checkout): the trainings that the committed
+    results hold are done, the searches' found.json are written back from them, teachers and
+    prunings are not (their weights are inputs, not committed), and collecting merges what
+    finished here into the committed file instead of replacing it."""
+    study = Study(str(FULL_CONFIG), runs_root=tmp_path / "runs", results_root=tmp_path)
+    steps = {s.name: s for s in study.steps}
+    arch = tas.Arch.uniform(study.space, 0.5)
+    row = {**steps["uniform-kd-s0"].info, "step": "uniform-kd-s0", "test_acc": 0.8,
+           "macs": arch.macs, "params": arch.params, "macs_reduction": 0.5, "epochs": 8,
+           "wall_time_s": 1.0, "precision": "32-true", "teacher_test_acc": 0.88}  # fmt: skip
+    gone = {**row, "step": "no-longer-planned"}
+    teacher = {"test_acc": 0.88, "macs": study.full.macs, "params": study.full.params,
+               "macs_reduction": 0.0, "epochs": 20, "wall_time_s": 9.0}  # fmt: skip
+    committed = {"runs": [row, gone], "teachers": {"teacher": teacher},
+                 "found": {"tas": arch.to_dict()}}  # fmt: skip
+    study.results_path().write_text(json.dumps(committed))
+
+    assert study.done(steps["uniform-kd-s0"]) and not study.done(steps["uniform-kd-s1"])
+    assert not study.done(steps["teacher"]) and not study.done(steps["prune_l1_norm"])
+    assert not study.done(steps["search_tas"])
+    assert study.restore_found() == ["search_tas"]
+    assert study.done(steps["search_tas"]) and not study.done(steps["search_tas_search1"])
+    assert tas.Arch.load(study.networks["tas"].arch).to_dict() == arch.to_dict()
+    assert study.restore_found() == []  # present now: left as it is
+
+    finished = study.path("random0-kd-s0", "results.json")
+    finished.parent.mkdir(parents=True)
+    finished.write_text(json.dumps({**row, "test_acc": 0.7, "precision": "bf16-mixed"}))
+    retrained = study.path("teacher", "results.json")
+    retrained.parent.mkdir(parents=True)
+    retrained.write_text(json.dumps({**teacher, "test_acc": 0.89}))  # no precision: fp32
+    out = study.collect()
+    assert [r["step"] for r in out["runs"]] == ["uniform-kd-s0", "random0-kd-s0"]
+    assert out["runs"][0]["test_acc"] == 0.8
+    assert out["runs"][1]["test_acc"] == 0.7 and out["runs"][1]["precision"] == "bf16-mixed"
+    assert out["teachers"]["teacher"]["test_acc"] == 0.89
+    assert out["teachers"]["teacher"]["precision"] == "32-true"
+    assert out["found"]["tas"] == arch.to_dict()
+    assert json.loads(study.results_path().read_text()) == json.loads(json.dumps(out))
 
 
 def test_collected_found_records_name_no_machine_directory():
