@@ -388,6 +388,7 @@ class Study:
         self.name = self.cfg["name"]
         self.dir = (runs_root or ROOT / "studies" / "runs") / self.name
         self.results_root = results_root  # default: studies/results
+        self._committed: dict | None = None
         self.dataset = self._dataset()
         self.space = tas.SearchSpace.cifar_resnet(self.cfg["depth"], NUM_CLASSES[self.dataset])
         self.full = tas.Arch.full(self.space)
@@ -591,16 +592,27 @@ class Study:
     def committed(self) -> dict:
         """What the study's committed results (studies/results/NAME.json) already hold: its
         trainings' rows by step, its teachers and its found.json records by name. The run
-        directory is this machine's; these numbers are the study's across machines."""
-        try:
-            data = json.loads(self.results_path().read_text())
-        except (OSError, ValueError):
-            data = {}
-        steps = {s.name for s in self.steps}
+        directory is this machine's; these numbers are the study's across machines. Read once
+        (`collect` reads it again when it rewrites the file)."""
+        if self._committed is None:
+            try:
+                data = json.loads(self.results_path().read_text())
+            except (OSError, ValueError):
+                data = {}
+            steps = {s.name for s in self.steps}
+            self._committed = {
+                "runs": {r["step"]: r for r in data.get("runs", []) if r.get("step") in steps},
+                "teachers": data.get("teachers", {}),
+                "found": data.get("found", {}),
+            }
+        return self._committed
+
+    def searches(self) -> dict[str, Network]:
+        """The networks a TAS search makes, by name."""
         return {
-            "runs": {r["step"]: r for r in data.get("runs", []) if r.get("step") in steps},
-            "teachers": data.get("teachers", {}),
-            "found": data.get("found", {}),
+            name: net
+            for name, net in self.networks.items()
+            if net.makers and net.makers[0].args()[0] == "train_search.py"
         }
 
     def restore_found(self) -> list[str]:
@@ -610,9 +622,10 @@ class Study:
         are not committed, so a pruning step runs again (minutes). Returns the searches
         restored."""
         restored = []
+        searches = self.searches()
         for name, record in self.committed()["found"].items():
-            net = self.networks.get(name)
-            if net is None or not net.makers or net.makers[0].args()[0] != "train_search.py":
+            net = searches.get(name)
+            if net is None:
                 continue
             path = Path(net.arch)
             if not path.exists():
@@ -743,6 +756,7 @@ class Study:
         """Every finished step's numbers in one JSON file (studies/results/NAME.json): the
         committed results, updated with what finished here (a row, a teacher or a found.json of
         this machine replaces the committed one of the same name)."""
+        self._committed = None  # the file as it is now
         committed = self.committed()
         rows = committed["runs"]
         for step in self.steps:
@@ -756,12 +770,8 @@ class Study:
             if path.exists():
                 teacher[name] = result_record(json.loads(path.read_text()))
         found = committed["found"]
-        for name, net in self.networks.items():
-            if (
-                net.makers
-                and net.makers[0].args()[0] == "train_search.py"
-                and Path(net.arch).exists()
-            ):
+        for name, net in self.searches().items():
+            if Path(net.arch).exists():
                 found[name] = _without_root(json.loads(Path(net.arch).read_text()))
         order = {s.name: i for i, s in enumerate(self.steps)}
         out = {
@@ -776,6 +786,7 @@ class Study:
         }
         path = self.results_path()
         write_text_atomic(path, json.dumps(out, indent=1) + "\n")
+        self._committed = None
         say(f"{len(rows)} finished trainings collected in {path}")
         return out
 
