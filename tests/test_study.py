@@ -589,3 +589,39 @@ def test_collected_found_records_name_no_machine_directory():
     outside = {"search": {"warm_start": {"teacher": "/elsewhere/last.ckpt"}}}
     assert _without_root(outside)["search"]["warm_start"]["teacher"] == "/elsewhere/last.ckpt"
     assert _without_root({"search": {"warm_start": None}}) == {"search": {"warm_start": None}}
+
+
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        (["avx2", "avx512f"], False),
+        (["avx2", "avx512_bf16"], True),
+        (["amx_bf16"], True),
+        ([], False),
+    ],
+)
+def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(
+    flags, native, monkeypatch, tmp_path
+):
+    """--precision auto: bf16-mixed where the CPU has AVX512-BF16 or AMX (there it is faster),
+    fp32 elsewhere (on AVX2 alone bf16 is emulated and far slower); the trainings get it."""
+    from tas import latency
+
+    monkeypatch.setattr(latency, "cpu_flags", lambda: flags)
+    assert latency.native_bf16() is native
+    study = Study(str(CONFIG), runs_root=tmp_path, results_root=tmp_path)
+    started = []
+
+    class Finished:  # a process that has already exited cleanly
+        returncode = 0
+
+        def __init__(self, cmd, **kwargs):
+            started.append(cmd)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr("studies.run.subprocess.Popen", Finished)
+    monkeypatch.setattr(study, "collect", lambda: {})
+    assert study.run(jobs=1, only={"teacher"}) == 0
+    assert _arg(started[0], "--trainer.precision") == ("bf16-mixed" if native else "32-true")
