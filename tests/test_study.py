@@ -212,14 +212,15 @@ def test_full_data_study_plan_is_its_config(tmp_path):
     assert "--trainer.max_epochs" not in teacher or teacher[
         teacher.index("--trainer.max_epochs") + 1
     ] != str(study.cfg["epochs"])
-    # the teachers' second cosine cycle starts from the first's weights
-    assert steps["teacher"].deps == steps["teacher_slimming"].deps == ("teacher_40ep",)
+    # each cosine cycle of the teachers starts from the one before's weights
+    assert steps["teacher"].deps == steps["teacher_slimming"].deps == ("teacher_60ep",)
+    assert steps["teacher_60ep"].deps == ("teacher_40ep",)
     assert steps["teacher_40ep"].deps == ("teacher_20ep",)
     assert steps["teacher_20ep"].deps == () and "--init" not in study.command(steps["teacher_20ep"])
     for name in ("teacher", "teacher_slimming"):
         cmd = study.command(steps[name])
         assert cmd[cmd.index("--init") + 1] == "inherit"
-        assert cmd[cmd.index("--init_from") + 1] == study.ckpt("teacher_40ep")
+        assert cmd[cmd.index("--init_from") + 1] == study.ckpt("teacher_60ep")
     slim = study.command(steps["teacher_slimming"])
     assert slim[slim.index("--model.bn_l1") + 1] == "0.0001" and "--model.bn_l1" not in teacher
 
