@@ -25,14 +25,9 @@ def setup(threads: int) -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        isa = [name for name in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if name in text]
-        flags = f", ISA {'/'.join(isa) or 'baseline'}"
-    except OSError:
-        pass
+    cpu_has = set(tas.latency.cpu_flags())
+    isa = [name for name in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if name in cpu_has]
+    flags = f", ISA {'/'.join(isa) or 'baseline'}"
     load = load_average()
     return (
         f"{datetime.date.today()}  {platform.node() or 'host'}: {cpu}{flags}, "
