@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from studies.run import RESULT_DEFAULTS  # noqa: E402
 from tas.arch import write_text_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +101,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def precisions(rows: list[dict]) -> str:
     """The precisions the rows trained in (a study's machine setting: bf16-mixed on a CPU
     with native bf16, fp32 elsewhere); a record from before the key existed trained in fp32."""
-    return ", ".join(sorted({r.get("precision", "32-true") for r in rows}))
+    default = RESULT_DEFAULTS["precision"]
+    return ", ".join(sorted({r.get("precision", default) for r in rows}))
 
 
 def table(data: dict) -> str:
