@@ -838,10 +838,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"studies.run: error: {err}", file=sys.stderr)
         sys.exit(2)
     if args.list:  # in the order they start
-        for s in study.queue():
-            print(
-                f"{'done' if study.done(s) else 'todo'}  {s.name}  (needs {', '.join(s.deps) or '-'})"
-            )
+        try:
+            for s in study.queue():
+                state = "done" if study.done(s) else "todo"
+                print(f"{state}  {s.name}  (needs {', '.join(s.deps) or '-'})", flush=True)
+        except BrokenPipeError:  # the reader left early (`| head`): not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     if args.report:
         from studies.report import write_report

@@ -626,3 +626,20 @@ def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(
     monkeypatch.setattr(study, "collect", lambda: {})
     assert study.run(jobs=1, only={"teacher"}) == 0
     assert _arg(started[0], "--trainer.precision") == ("bf16-mixed" if native else "32-true")
+
+
+def test_list_into_a_closed_pipe_ends_quietly():
+    """`python -m studies.run --list | head -1`: the reader leaves before the list is written;
+    the runner stops listing without a traceback and exits 0."""
+    import subprocess
+    import sys
+
+    from tests.cli_helpers import script_env
+
+    cmd = [sys.executable, "-m", "studies.run", "--config", str(CONFIG), "--list"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=script_env()
+    )
+    proc.stdout.close()  # before the child has written anything: its first line meets EPIPE
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
