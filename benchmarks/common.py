@@ -19,18 +19,10 @@ import tas.latency
 def setup(threads: int) -> str:
     """Pin intra-op threads and return a one-line description of the machine."""
     torch.set_num_threads(threads)
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cpu_has = set(tas.latency.cpu_flags())
-    isa = [name for name in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if name in cpu_has]
-    flags = f", ISA {'/'.join(isa) or 'baseline'}"
+    cpu = tas.latency.cpu_model()  # model name and the vector flags that pick oneDNN's kernels
     load = load_average()
     return (
-        f"{datetime.date.today()}  {platform.node() or 'host'}: {cpu}{flags}, "
+        f"{datetime.date.today()}  {platform.node() or 'host'}: {cpu}, "
         f"{threads} threads, torch {torch.__version__}, load avg {load:.2f} at start"
     )
 
