@@ -1,4 +1,5 @@
-"""TAS search: learn width and depth distributions under a MACs budget, write found.json.
+"""TAS search: learn width and depth distributions under a MACs budget, write found.json and,
+beside it, found.init.ckpt: the found network holding the weights the search trained for it.
 
     python train_search.py                                   # CIFAR-10, ResNet-56, ratio 0.47
     python train_search.py --config configs/search/cpu_resnet20_cifar10.yaml --out runs/s20
@@ -15,6 +16,7 @@ from lightning_modules.cli import TASCLI, describe_arch, main
 from lightning_modules.distributed import SearchDDPStrategy
 from lightning_modules.plots import DistributionPlots
 from lightning_modules.search import SearchModule
+from lightning_modules.teacher import save_network
 
 
 class SearchCLI(TASCLI):
@@ -41,6 +43,10 @@ def finish(cli: SearchCLI, seconds: float) -> None:
         row.val_acc = module.score(arch, cli.datamodule)
         arch.search["val_acc"] = row.val_acc
     path = cli.out / "found.json"
+    # the found network on the weights the search trained, before found.json names it
+    init = path.with_name("found.init.ckpt")
+    save_network(init, module.net.compact(arch), arch)
+    arch.search["init_ckpt"] = init.name
     arch.save(path)
     last = module.history[-1]
     summary = {
@@ -61,6 +67,10 @@ def finish(cli: SearchCLI, seconds: float) -> None:
     band = "inside" if row.in_band else "OUTSIDE"
     chosen = f"{summary['selected']} epoch {row.epoch}, arch-half accuracy {100 * row.val_acc:.2f}%"
     print(f"\nfound.json: {path}\n  {arch.summary()}")
+    print(
+        f"  its weights on the search's shared weights: {init} (fine-tune: train.py --arch "
+        f"{path} --init inherit --init_from {init})"
+    )
     if row.latency_ms is not None:
         budget = module.budget
         print(

@@ -24,6 +24,7 @@ METHODS = {
     "full": "Full network (finals recipe)",
     "tas": "TAS (search)",
     "tas_search1": "TAS (second search)",
+    "tas_search2": "TAS (third search)",
     "tas_scratch": "TAS (search from scratch)",
     "uniform": "Uniform width",
     "random": "Random (in MACs band)",

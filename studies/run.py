@@ -119,8 +119,9 @@ def _tas(study: Study, name: str, spec: dict) -> Network:
         str(study.path(step, "found.json")),
         [maker],
         (step,),
-        # a warm search's supernet started from the teacher: its network keeps the teacher's
-        # first filters, which is what fine-tuning from the teacher inherits
+        # fine-tuning starts from found.init.ckpt, the found network on the search's trained
+        # shared weights (`init_from`); a found.json without it (written before the search
+        # saved them) from the teacher's first filters, where the warm supernet started
         inherit_from="teacher",
     )
 
@@ -553,9 +554,9 @@ class Study:
         return Step(name, args, "results.json", tuple(dict.fromkeys(deps)), info)
 
     def init_from(self, net: Network) -> str:
-        """What fine-tuning ``net`` starts from: the weights its method left (prune.py's
-        ``search.init_ckpt``: ThiNet's and LASSO's reconstructions, SSS's trained blocks), else
-        the checkpoint it was pruned from."""
+        """What fine-tuning ``net`` starts from: the weights its method left (found.json's
+        ``search.init_ckpt``: ThiNet's and LASSO's reconstructions, SSS's trained blocks, a TAS
+        search's shared weights), else the checkpoint it was pruned from."""
         found = Path(net.arch)
         if found.suffix == ".json" and found.exists():
             init = tas.Arch.load(found).search.get("init_ckpt")

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tas.arch import Arch
-from tas.compact import add_padded, build_model
+from tas.arch import Arch, ConvLayer
+from tas.compact import CompactNet, add_padded, build_model
 from tas.cost import expected_macs
 from tas.cwi import channel_interpolate, prescale
 from tas.derive import Cost, Derived, log_prob, most_probable_within
@@ -412,6 +412,44 @@ class Supernet(nn.Module):
                     getattr(cand, name).copy_(getattr(bn, name)[:width])
                 cand.num_batches_tracked.copy_(bn.num_batches_tracked)
         self.head.load_state_dict(full.head.state_dict())
+
+    @torch.no_grad()
+    def compact(self, arch: Arch) -> CompactNet:
+        """``arch`` (a network of this space) as a plain network holding this supernet's shared
+        weights at its widths: each conv its first filters over the input channels its producer
+        kept, the BatchNorm of its candidate width (affine and running statistics), the head's
+        first columns. The same function as `forward_arch` (exactly so in eval mode): the weights
+        the search trained for the network it found, which fine-tuning can start from instead of
+        the teacher's.
+
+        Raises ValueError when a conv's width is not one of its candidates.
+        """
+        if arch.space != self.space:
+            raise ValueError(f"the network is not one of {self.space.describe()}")
+        model = build_model(arch)
+        plan = arch.plan()
+
+        def copy(dst: nn.Sequential, src: SearchConv | SearchDepthwise, layer: ConvLayer) -> None:
+            if layer.out_channels not in src.candidates:
+                raise ValueError(
+                    f"{layer.name} is {layer.out_channels} wide, not one of its candidates "
+                    f"{list(src.candidates)}"
+                )
+            conv = next(m for m in dst if isinstance(m, nn.Conv2d))
+            bn = next(m for m in dst if isinstance(m, nn.BatchNorm2d))
+            conv.weight.copy_(src.weight[: layer.out_channels, : conv.weight.shape[1]])
+            bn.load_state_dict(src.bns[src.candidates.index(layer.out_channels)].state_dict())
+
+        copy(model.stem, self.stem, plan.stem)
+        for stage_plan, stage, search_stage in zip(plan.stages, model.stages, self.stages):
+            for block_plan, block, search_block in zip(stage_plan, stage, search_stage):
+                for layer, dst, src in zip(block_plan.convs, block.main, search_block.convs):
+                    copy(dst, src, layer)
+                if block_plan.shortcut is not None:
+                    copy(block.shortcut, search_block.shortcut, block_plan.shortcut)
+        model.head.weight.copy_(self.head.weight[:, : plan.head_in])
+        model.head.bias.copy_(self.head.bias)
+        return model
 
     # ------------------------------------------------------------ forward passes
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -75,6 +75,18 @@ def test_train_search_distill_end_to_end(tmp_path):
         assert "OUTSIDE" in search.stdout
     assert "found.json" in search.stdout and "MACs" in search.stdout
     assert (out / "checkpoints" / "last.ckpt").exists()
+    # found.init.ckpt: the found network on the supernet's final shared weights, what
+    # `train.py --init inherit --init_from` fine-tunes
+    assert arch.search["init_ckpt"] == "found.init.ckpt"
+    from lightning_modules.classify import ClassifyModule
+    from lightning_modules.search import SearchModule
+
+    supernet = SearchModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt").net
+    expected = supernet.compact(arch).state_dict()
+    module = ClassifyModule(arch=str(out / "found.json"), init="inherit",
+                            init_from=str(out / "found.init.ckpt"))  # fmt: skip
+    assert module.model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in module.model.state_dict().items())
     assert (out / "config.yaml").exists() and (out / "distributions.png").exists()
     assert list((out / "wandb").glob("offline-run-*")), "no offline W&B run directory"
     with open(out / "logs" / "metrics.csv") as f:

@@ -197,7 +197,7 @@ def test_full_data_study_plan_is_its_config(tmp_path):
     further = {"thinet", "lasso", "sss", "amc", "netadapt", "sensitivity"}
     magnitude = {"mag50", "mag75", "mag90", "mag95"}  # weight pruning: see the test below
     assert {a for a, sc in seeds if sc == "fine_tune"} == {
-        "tas", "l1_norm", "slimming", *further, *magnitude
+        "tas", "tas_search2", "l1_norm", "slimming", *further, *magnitude
     }  # fmt: skip
     assert {a for a, sc in seeds if sc == "kd"} >= {"tas_scratch", "tas_search1", "random2"}
     assert {a for a, sc in seeds if sc == "kd"} >= further

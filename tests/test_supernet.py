@@ -71,31 +71,6 @@ def test_convs_see_only_the_channels_present(monkeypatch):
     assert any(cout < 16 for _, (cout, _) in shapes[:7])  # some stage-1 conv is not full width
 
 
-def copy_supernet_weights(net: Supernet, model: nn.Module, arch: tas.Arch) -> None:
-    """Load the derived arch's slice of the shared weights into the compact model."""
-
-    def load(conv: tas.supernet.SearchConv, dest: nn.Sequential, width: int) -> None:
-        c, bn = (
-            [m for m in dest if isinstance(m, nn.Conv2d)][0],
-            [m for m in dest if isinstance(m, nn.BatchNorm2d)][0],
-        )
-        c.weight.data = conv.weight.data[:width, : c.in_channels].clone()
-        src = conv.bns[conv.candidates.index(width)]
-        bn.load_state_dict(src.state_dict())
-
-    load(net.stem, model.stem, arch.widths["stem"])
-    for s, kept in enumerate(arch.blocks):
-        for b in range(kept):
-            sblock, cblock = net.stages[s][b], model.stages[s][b]
-            spec = net.space.stages[s].blocks[b]
-            for conv, dest, cs in zip(sblock.convs, cblock.main, spec.convs):
-                load(conv, dest, arch.widths[cs.name])
-            if cblock.shortcut is not None:
-                load(sblock.shortcut, cblock.shortcut, arch.widths[spec.last.name])
-    model.head.weight.data = net.head.weight.data[:, : model.head.in_features].clone()
-    model.head.bias.data = net.head.bias.data.clone()
-
-
 @pytest.mark.parametrize("depth", [20, 164])
 def test_argmax_forward_is_the_derived_compact_network(depth):
     net = Supernet(SearchSpace.cifar_resnet(depth))
@@ -108,8 +83,7 @@ def test_argmax_forward_is_the_derived_compact_network(depth):
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
     arch = net.derive()
-    model = tas.build_model(arch)
-    copy_supernet_weights(net, model, arch)
+    model = net.compact(arch)
     net.eval()
     model.eval()
     x = torch.randn(3, 3, 32, 32)
@@ -156,3 +130,47 @@ def test_folded_mixing_weight_equals_scaling_the_bn_output():
     torch.testing.assert_close(folded, twin(x) * w)
     torch.testing.assert_close(bn.running_mean, twin.running_mean)
     assert bn.num_batches_tracked == twin.num_batches_tracked == 1
+
+
+def _randomise(net: Supernet, seed: int) -> None:
+    """Random architecture logits and non-trivial BN statistics and affines."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in (net.width_logits, net.depth_logits):
+            p.copy_(torch.rand(p.shape, generator=gen) * 6 - 3)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                for name, lo, hi in (("running_mean", -0.1, 0.1), ("running_var", 0.5, 1.5),
+                                     ("weight", 0.5, 1.5), ("bias", -0.1, 0.1)):  # fmt: skip
+                    t = getattr(m, name)
+                    t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=gen))
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        SearchSpace.cifar_resnet(20),
+        SearchSpace.cifar_resnet(164),  # bottlenecks, projection shortcuts
+        SearchSpace.from_name("cifar_vgg", 11, 10),
+        SearchSpace.from_name("imagenet_resnet", 18, 10, input_size=64),
+        SearchSpace.from_name("mobilenet_v2", 0, 10, input_size=32, width_mult=0.5),
+    ],
+    ids=lambda s: f"{s.backbone}-{s.depth}",
+)
+def test_compact_network_is_the_found_network_on_the_shared_weights(space):
+    """`Supernet.compact` hands the weights the search trained to the plain network: for the
+    argmax network and for another one of the space, in eval mode, the same logits as running
+    that network on the supernet (`forward_arch`), in every backbone."""
+    net = Supernet(space)
+    for seed in (0, 1):
+        _randomise(net, seed)
+        arch = net.derive()
+        model = net.compact(arch).eval()
+        net.eval()
+        x = torch.randn(2, 3, space.input_size, space.input_size)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), net.forward_arch(x, arch), rtol=1e-4, atol=1e-4)
+        assert model.training is False and all(p.requires_grad for p in model.parameters())
+    other = tas.Arch.full(SearchSpace.cifar_resnet(32))
+    with pytest.raises(ValueError, match="not one of"):
+        net.compact(other)
