@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tas.arch import Arch, ConvLayer
-from tas.compact import CompactNet, add_padded, build_model
+from tas.compact import CompactNet, _conv_bn, add_padded, build_model
 from tas.cost import expected_macs
 from tas.cwi import channel_interpolate, prescale
 from tas.derive import Cost, Derived, log_prob, most_probable_within
@@ -435,8 +435,7 @@ class Supernet(nn.Module):
                     f"{layer.name} is {layer.out_channels} wide, not one of its candidates "
                     f"{list(src.candidates)}"
                 )
-            conv = next(m for m in dst if isinstance(m, nn.Conv2d))
-            bn = next(m for m in dst if isinstance(m, nn.BatchNorm2d))
+            conv, bn = _conv_bn(dst)
             conv.weight.copy_(src.weight[: layer.out_channels, : conv.weight.shape[1]])
             bn.load_state_dict(src.bns[src.candidates.index(layer.out_channels)].state_dict())
 

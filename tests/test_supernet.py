@@ -71,17 +71,24 @@ def test_convs_see_only_the_channels_present(monkeypatch):
     assert any(cout < 16 for _, (cout, _) in shapes[:7])  # some stage-1 conv is not full width
 
 
+def _randomise(net: Supernet, seed: int) -> None:
+    """Random architecture logits and non-trivial BN statistics and affines."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in (net.width_logits, net.depth_logits):
+            p.copy_(torch.rand(p.shape, generator=gen) * 6 - 3)
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                for name, lo, hi in (("running_mean", -0.1, 0.1), ("running_var", 0.5, 1.5),
+                                     ("weight", 0.5, 1.5), ("bias", -0.1, 0.1)):  # fmt: skip
+                    t = getattr(m, name)
+                    t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=gen))
+
+
 @pytest.mark.parametrize("depth", [20, 164])
 def test_argmax_forward_is_the_derived_compact_network(depth):
     net = Supernet(SearchSpace.cifar_resnet(depth))
-    with torch.no_grad():
-        net.width_logits.uniform_(-3, 3)
-        net.depth_logits.uniform_(-3, 3)
-        for m in net.modules():  # non-trivial BN statistics
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
+    _randomise(net, depth)
     arch = net.derive()
     model = net.compact(arch)
     net.eval()
@@ -130,20 +137,6 @@ def test_folded_mixing_weight_equals_scaling_the_bn_output():
     torch.testing.assert_close(folded, twin(x) * w)
     torch.testing.assert_close(bn.running_mean, twin.running_mean)
     assert bn.num_batches_tracked == twin.num_batches_tracked == 1
-
-
-def _randomise(net: Supernet, seed: int) -> None:
-    """Random architecture logits and non-trivial BN statistics and affines."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in (net.width_logits, net.depth_logits):
-            p.copy_(torch.rand(p.shape, generator=gen) * 6 - 3)
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                for name, lo, hi in (("running_mean", -0.1, 0.1), ("running_var", 0.5, 1.5),
-                                     ("weight", 0.5, 1.5), ("bias", -0.1, 0.1)):  # fmt: skip
-                    t = getattr(m, name)
-                    t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=gen))
 
 
 @pytest.mark.parametrize(
