@@ -579,13 +579,44 @@ class Study:
                 net.write()
 
     # ------------------------------------------------------------ running
-    def done(self, step: Step) -> bool:
+    def here(self, step: Step) -> bool:
+        """Whether the step's result file is in this machine's run directory."""
+        return self.path(step.name, step.result).exists()
+
+    def done(self, step: Step, pending: set[str] | None = None) -> bool:
         """A step is done when its result file is here, or, for a training, when the committed
-        results hold its row (a finished training is only ever a number to report; a teacher,
-        a search or a pruning is an input to later steps, so it must be here)."""
-        return self.path(step.name, step.result).exists() or (
-            bool(step.info) and step.name in self.committed()["runs"]
-        )
+        results hold its row and no step still to run reads it (``pending``: the names of
+        ``self.pending()``, computed when not given). A teacher, a search or a pruning is an
+        input to later steps, so it must be here; so must a training that is one (a lottery
+        ticket's dense run, a round the next round prunes) while a step that reads it runs."""
+        if self.here(step):
+            return True
+        if not step.info or step.name not in self.committed()["runs"]:
+            return False
+        if pending is None:
+            pending = {s.name for s in self.pending()}
+        return step.name not in pending
+
+    def pending(self) -> list[Step]:
+        """The steps still to run, in the order they start: every training whose row is
+        neither here nor committed, and each step not here that one of them needs, directly or
+        through other steps. So a new machine makes again only what the missing rows need: not
+        the teachers, searches and prunings of finished rows, but a committed training whose
+        checkpoints a missing row starts from."""
+        steps = {s.name: s for s in self.steps}
+        committed = self.committed()["runs"]
+        needed: set[str] = set()
+
+        def need(step: Step) -> None:
+            if step.name not in needed and not self.here(step):
+                needed.add(step.name)
+                for dep in step.deps:
+                    need(steps[dep])
+
+        for step in self.steps:
+            if step.info and step.name not in committed:
+                need(step)
+        return [s for s in self.queue() if s.name in needed]
 
     def results_path(self) -> Path:
         return (self.results_root or ROOT / "studies" / "results") / f"{self.name}.json"
@@ -705,7 +736,7 @@ class Study:
         self.write_random_archs()
         for name in self.restore_found():
             say(f"found.json of {name} restored from {self.results_path()}")
-        todo = [s for s in self.queue() if not self.done(s) and (not only or s.name in only)]
+        todo = [s for s in self.pending() if not only or s.name in only]
         failed: set[str] = set()
         running: dict[str, tuple[subprocess.Popen, float]] = {}
         threads = threads or max(1, (os.cpu_count() or 1) // jobs)
@@ -725,7 +756,8 @@ class Study:
                 else:
                     failed.add(name)
                     say(f"FAILED {name} (exit {proc.returncode}); see {self.dir / name}.log")
-            done = {s.name for s in self.steps if self.done(s)}
+            pending = {s.name for s in self.pending()}
+            done = {s.name for s in self.steps if self.done(s, pending)}
             for step in list(todo):
                 if any(d in failed for d in step.deps):
                     todo.remove(step)
@@ -829,7 +861,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--list",
         action="store_true",
-        help="print the steps, in the order they start, and their state",
+        help="print the steps, in the order they start, and their state (todo, done, or idle: "
+        "not here, but no training still to run needs it)",
     )
     parser.add_argument("--report", action="store_true", help="collect results, write the report")
     args = parser.parse_args(argv)
@@ -840,8 +873,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if args.list:  # in the order they start
         try:
+            pending = {s.name for s in study.pending()}
             for s in study.queue():
-                state = "done" if study.done(s) else "todo"
+                state = (
+                    "todo" if s.name in pending else "done" if study.done(s, pending) else "idle"
+                )
                 print(f"{state}  {s.name}  (needs {', '.join(s.deps) or '-'})", flush=True)
         except BrokenPipeError:  # the reader left early (`| head`): not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

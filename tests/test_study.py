@@ -18,7 +18,7 @@ CONFIG = ROOT / "configs" / "study" / "resnet20_cifar10_cpu.yaml"
 
 @pytest.fixture
 def study(tmp_path):
-    return Study(str(CONFIG), runs_root=tmp_path)
+    return Study(str(CONFIG), runs_root=tmp_path, results_root=tmp_path)
 
 
 def test_plan_covers_every_method_and_scheme(study):
@@ -96,24 +96,16 @@ def test_run_starts_what_is_ready_and_collects(study, monkeypatch):
     result = {"test_acc": 0.5, "macs": full.macs, "params": full.params, "macs_reduction": 0.0,
               "epochs": 1, "wall_time_s": 1.0}  # fmt: skip
     (teacher / "results.json").write_text(json.dumps(result))
-    monkeypatch.setattr("studies.run.ROOT", ROOT)
-    results_dir = ROOT / "studies" / "results"
-    before = set(results_dir.glob("*")) if results_dir.exists() else set()
-    monkeypatch.setattr(study, "name", "test_only_study")
-    try:
-        assert study.run(jobs=1, only={"prune_l1_norm"}) == 0
-        found = tas.Arch.load(study.path("prune_l1_norm", "found.json"))
-        assert found.search["method"] == "l1_norm" and found.macs <= 0.5 * full.macs
-        log = (study.dir / "prune_l1_norm.log").read_text()
-        assert log.count("$ ") == 1
-        assert study.run(jobs=1, only={"prune_l1_norm"}) == 0  # done: not run again
-        assert (study.dir / "prune_l1_norm.log").read_text() == log
-        data = json.loads((results_dir / "test_only_study.json").read_text())
-        assert data["teachers"]["teacher"]["test_acc"] == 0.5 and data["runs"] == []
-        assert "Full network (teacher)" in table(data)
-    finally:
-        for path in set(results_dir.glob("*")) - before:
-            path.unlink()
+    assert study.run(jobs=1, only={"prune_l1_norm"}) == 0
+    found = tas.Arch.load(study.path("prune_l1_norm", "found.json"))
+    assert found.search["method"] == "l1_norm" and found.macs <= 0.5 * full.macs
+    log = (study.dir / "prune_l1_norm.log").read_text()
+    assert log.count("$ ") == 1
+    assert study.run(jobs=1, only={"prune_l1_norm"}) == 0  # done: not run again
+    assert (study.dir / "prune_l1_norm.log").read_text() == log
+    data = json.loads(study.results_path().read_text())
+    assert data["teachers"]["teacher"]["test_acc"] == 0.5 and data["runs"] == []
+    assert "Full network (teacher)" in table(data)
 
 
 def test_a_network_outside_the_band_is_not_trained(study, monkeypatch, capsys):
@@ -129,7 +121,7 @@ def test_a_network_outside_the_band_is_not_trained(study, monkeypatch, capsys):
     started = []
     monkeypatch.setattr("studies.run.subprocess.Popen", lambda *a, **k: started.append(a))
     monkeypatch.setattr(study, "collect", lambda: {})
-    monkeypatch.setattr(study, "done", lambda step: step.name in kd.deps)
+    monkeypatch.setattr(study, "done", lambda step, pending=None: step.name in kd.deps)
     assert study.run(jobs=1, only={kd.name}) == 1 and not started
     assert f"FAILED {kd.name}: {found}: " in capsys.readouterr().out
     tas.Arch.uniform(study.space, 0.5 * 1.02).save(found)  # the widest uniform network in band
@@ -643,3 +635,41 @@ def test_list_into_a_closed_pipe_ends_quietly():
     proc.stdout.close()  # before the child has written anything: its first line meets EPIPE
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and b"Traceback" not in err, err.decode()
+
+
+def test_a_committed_training_that_later_steps_read_runs_again_until_they_are_done(tmp_path):
+    """The lottery tickets' dense run (full's Scratch-E seed-0 final) is a row to report and an
+    input: its committed row alone does not make it done on a machine without its checkpoints
+    while the first round's pruning still has to read them; once that round is here, it is."""
+    study = Study(str(FULL_CONFIG), runs_root=tmp_path / "runs", results_root=tmp_path)
+    steps = {s.name: s for s in study.steps}
+    dense, last = steps["full-scratch_e-s0"], steps["imp95-rewind-s0"]
+    rows = [{**s.info, "step": s.name, "test_acc": 0.8} for s in (dense, last)]
+    study.results_path().write_text(json.dumps({"runs": rows}))
+    assert not study.done(dense) and not study.done(steps["prune_imp50"])
+    assert study.done(last)  # nothing reads the last round
+    found = study.path("prune_imp50", "found.json")
+    found.parent.mkdir(parents=True)
+    found.write_text("{}")
+    assert study.done(steps["prune_imp50"])
+    assert not study.done(dense)  # every round's ticket restarts from its early weights
+    for r in (50, 75, 90):
+        assert not study.done(dense)
+        ticket = study.path(f"imp{r}-rewind-s0", "results.json")
+        ticket.parent.mkdir(parents=True)
+        ticket.write_text("{}")
+    assert study.done(dense)  # the last round's row is committed
+
+
+def test_only_what_a_training_still_to_run_needs_is_made_again(tmp_path):
+    """A new machine where every row but one is committed makes only that training and what
+    it needs (the teachers, its pruning), not the searches and prunings of finished rows."""
+    study = Study(str(FULL_CONFIG), runs_root=tmp_path / "runs", results_root=tmp_path)
+    left = "thinet-scratch_e-s0"
+    rows = [{**s.info, "step": s.name} for s in study.steps if s.info and s.name != left]
+    study.results_path().write_text(json.dumps({"runs": rows}))
+    pending = [s.name for s in study.pending()]
+    assert pending == ["teacher_20ep", "teacher_40ep", "teacher_60ep", "teacher",
+                       "prune_thinet", left]  # fmt: skip
+    assert all(study.done(s) for s in study.steps if s.info and s.name != left)
+    assert not any(study.done(study.networks[n].makers[0]) for n in ("tas", "l1_norm", "imp95"))
