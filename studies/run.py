@@ -651,13 +651,20 @@ class Study:
         """Write back each search's found.json that the committed results hold and this
         machine lacks, so its trainings need not repeat a search (hours on a CPU). Only
         searches: a pruning's found.json goes with weights its fine-tuning starts from, which
-        are not committed, so a pruning step runs again (minutes). Returns the searches
-        restored."""
+        are not committed, so a pruning step runs again (minutes); so does a search that wrote
+        its trained weights (``search.init_ckpt``) while a fine-tuning from them is still to
+        run. Returns the searches restored."""
         restored = []
         searches = self.searches()
+        rows = self.committed()["runs"]
         for name, record in self.committed()["found"].items():
             net = searches.get(name)
             if net is None:
+                continue
+            if (record.get("search") or {}).get("init_ckpt") and any(
+                s.info and s.info["arch"] == name and s.info["scheme"] == "fine_tune"
+                and s.name not in rows for s in self.steps
+            ):  # fmt: skip
                 continue
             path = Path(net.arch)
             if not path.exists():

@@ -557,6 +557,14 @@ def test_committed_results_carry_the_study_to_a_new_machine(tmp_path):
     assert study.done(steps["search_tas"]) and not study.done(steps["search_tas_search1"])
     assert tas.Arch.load(study.networks["tas"].arch).to_dict() == arch.to_dict()
     assert study.restore_found() == []  # present now: left as it is
+    # a search that wrote its trained weights, with a fine-tuning from them still to run: its
+    # found.json alone would name weights this machine lacks, so the search runs again
+    weights = {**arch.to_dict(), "search": {"init_ckpt": "elsewhere/found.init.ckpt"}}
+    committed["found"] = {"tas_search1": arch.to_dict(), "tas_search2": weights}
+    study.results_path().write_text(json.dumps(committed))
+    study._committed = None
+    assert study.restore_found() == ["search_tas_search1"]
+    assert not study.done(steps["search_tas_search2"])
 
     finished = study.path("random0-kd-s0", "results.json")
     finished.parent.mkdir(parents=True)
