@@ -15,6 +15,7 @@ from typing import Any
 
 from lightning_modules.classify import ClassifyModule
 from lightning_modules.cli import TASCLI, describe_arch, main
+from tas.latency import device_name
 
 
 class TrainCLI(TASCLI):
@@ -43,6 +44,7 @@ def finish(cli: TASCLI, seconds: float) -> None:
         "epochs": cli.trainer.current_epoch,
         "precision": str(cli.trainer.precision),
         "wall_time_s": round(seconds, 1),
+        "device": device_name(module.device),  # what the wall time was measured on
     }
     path = cli.write_json("results.json", results)
     teacher = (

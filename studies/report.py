@@ -9,6 +9,7 @@ table and a plot of accuracy against sparsity instead.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -335,6 +336,16 @@ def paired(data: dict, method: str = "tas", scheme: str = "kd") -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def devices(data: dict) -> str:
+    """Which device ran how many of the rows (their wall times are that device's), as a
+    paragraph; rows collected before the study recorded it are counted as not recorded."""
+    counts = Counter(r.get("device") or "not recorded" for r in data["runs"])
+    if not counts:
+        return ""
+    listed = "; ".join(f"{device}: {n}" for device, n in counts.most_common())
+    return f"\nTrainings by device (wall times are that device's): {listed}.\n"
+
+
 def write_report(data: dict) -> None:
     name = data["study"]
     md = ROOT / "studies" / "results" / f"{name}.md"
@@ -346,6 +357,7 @@ def write_report(data: dict) -> None:
     if weights:
         head = "Weight pruning (the full network's shape and MACs, masks kept applied)"
         text += f"\n{head}:\n\n{weights}"
+    text += devices(data)
     write_text_atomic(md, f"<!-- written by python -m studies.run --report -->\n\n{text}")
     png = ROOT / "docs" / f"study_{name}.png"
     plot(data, png)

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
 import tas
@@ -39,7 +40,7 @@ from lightning_modules.data import NUM_CLASSES
 from tas.arch import write_text_atomic
 from tas.baselines import random_within
 from tas.baselines.sparsity import SCOPES
-from tas.latency import native_bf16
+from tas.latency import device_name, native_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -840,10 +841,12 @@ RESULT_DEFAULTS = {"precision": "32-true", "teacher_test_acc": None}
 
 
 def result_record(res: dict) -> dict:
-    """The numbers a study keeps of one training's results.json."""
+    """The numbers a study keeps of one training's results.json (one in this machine's run
+    directory: a results.json written before train.py named its device was made here)."""
     return {
         **{k: res[k] for k in RESULT_KEYS},
         **{k: res.get(k, default) for k, default in RESULT_DEFAULTS.items()},
+        "device": res.get("device") or device_name(torch.device("cpu")),
     }
 
 

@@ -119,6 +119,7 @@ def test_train_search_distill_end_to_end(tmp_path):
     assert 0.0 <= results["test_acc"] <= 1.0
     assert results["macs"] == arch.macs and results["params"] == arch.params
     assert results["teacher_test_acc"] is not None
+    assert results["device"] == tas.latency.device_name(torch.device("cpu"))
     assert "teacher test accuracy" in distill.stdout + distill.stderr
 
 

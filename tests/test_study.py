@@ -501,6 +501,7 @@ def test_sparsity_table_and_plot_draw(tmp_path, monkeypatch):
     report.write_report(data)
     md = (tmp_path / "studies" / "results" / "t.md").read_text()
     assert "Weight pruning" in md and "| IMP (iterative, dense run) | Rewound" in md
+    assert f"Trainings by device (wall times are that device's): not recorded: {len(runs)}." in md
     for png in ("study_t.png", "study_t_sparsity.png"):
         assert (tmp_path / "docs" / png).stat().st_size > 10_000
     assert not list((tmp_path / "docs").glob(".*tmp*"))
@@ -576,6 +577,9 @@ def test_committed_results_carry_the_study_to_a_new_machine(tmp_path):
     assert [r["step"] for r in out["runs"]] == ["uniform-kd-s0", "random0-kd-s0"]
     assert out["runs"][0]["test_acc"] == 0.8
     assert out["runs"][1]["test_acc"] == 0.7 and out["runs"][1]["precision"] == "bf16-mixed"
+    # a row made here names this machine's device (a results.json without one was made here)
+    assert out["runs"][1]["device"] == tas.latency.device_name(torch.device("cpu"))
+    assert "device" not in out["runs"][0]  # committed before rows recorded it
     assert out["teachers"]["teacher"]["test_acc"] == 0.89
     assert out["teachers"]["teacher"]["precision"] == "32-true"
     assert out["found"]["tas"] == arch.to_dict()
