@@ -123,6 +123,20 @@ class WallClock(Callback):
         self.before, self.start = float(state_dict["seconds"]), time.time()
 
 
+class InitialWeights(Callback):
+    """Keep ``init.ckpt``, the weights before the first training step, beside the epochs'
+    checkpoints: a lottery ticket rewound to iteration 0 (Frankle & Carbin 2019, the original
+    ticket) restarts from it. A resumed run has it already and leaves it alone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.global_step == 0 and not self.path.exists():
+            trainer.save_checkpoint(self.path)
+
+
+INIT_CKPT = "init.ckpt"  # with --keep_every_epoch: the weights before the first step
 PREEMPTED_EXIT = 143  # 128 + SIGTERM: what a shell reports for a terminated process
 
 
@@ -274,8 +288,9 @@ class TASCLI(LightningCLI):
             "--keep_every_epoch",
             type=bool,
             default=False,
-            help="keep checkpoints/epochNNN.ckpt of every epoch, not only the last (a lottery "
-            "ticket rewinds to an early one)",
+            help="keep checkpoints/epochNNN.ckpt of every epoch, not only the last, and "
+            f"checkpoints/{INIT_CKPT}, the weights before the first step (a lottery ticket "
+            "rewinds to one of them)",
         )
         parser.add_argument(
             "--logger",
@@ -348,6 +363,11 @@ class TASCLI(LightningCLI):
             ),
             ResumeHint(self.script, self.out),
             self.clock,
+            *(
+                [InitialWeights(self.out / "checkpoints" / INIT_CKPT)]
+                if self.config.get("keep_every_epoch")
+                else []
+            ),  # fmt: skip
             *self.extra_callbacks(),
         ]
         return super().instantiate_trainer(**kwargs)

@@ -36,6 +36,7 @@ import torch
 import yaml
 
 import tas
+from lightning_modules.cli import INIT_CKPT
 from lightning_modules.data import NUM_CLASSES
 from tas.arch import write_text_atomic
 from tas.baselines import random_within
@@ -298,7 +299,8 @@ def _imp(study: Study, name: str, spec: dict) -> list[Network]:
     run, which then keeps every epoch's checkpoint). Round r prunes round r-1's trained ticket
     (round 1: the dense run) to ``sparsities[r-1]``, its pruned weights staying pruned
     (``--masks``); its ``rewind`` final trains that mask from the dense run's weights after epoch
-    ``rewind_epoch`` (0: after the first epoch) with the finals' recipe, and the next round prunes
+    ``rewind_epoch`` (0: after the first epoch; ``init``: before the first step, the original
+    lottery ticket) with the finals' recipe, and the next round prunes
     what that training ends with. The same masks under Scratch-E are Rethinking's random
     re-initialisation control (Liu et al. 2019). One network per round: ``imp_rounds``."""
     _check_keys(name, spec, {"sparsities", "scope", "dense", "rewind_epoch"})
@@ -307,18 +309,20 @@ def _imp(study: Study, name: str, spec: dict) -> list[Network]:
     if study.cfg["networks"].get(dense, {}).get("kind") != "full":
         raise ValueError(f"network {name}: dense must name a `kind: full` network, got {dense!r}")
     epoch = spec.get("rewind_epoch", 0)
-    if (
+    if epoch != "init" and (
         not isinstance(epoch, int)
         or isinstance(epoch, bool)
         or not 0 <= epoch < study.cfg["epochs"]
     ):
         raise ValueError(
             f"network {name}: rewind_epoch must be an epoch of the dense run, 0 to "
-            f"{study.cfg['epochs'] - 1}, got {epoch!r}"
+            f"{study.cfg['epochs'] - 1}, or init (its weights before the first step), got "
+            f"{epoch!r}"
         )
     dense_run = f"{dense}-scratch_e-s0"
     study.keep_epochs.add(dense)
-    rewind = (dense_run, str(study.path(dense_run, "checkpoints", f"epoch{epoch:03d}.ckpt")))
+    ckpt = INIT_CKPT if epoch == "init" else f"epoch{epoch:03d}.ckpt"
+    rewind = (dense_run, str(study.path(dense_run, "checkpoints", ckpt)))
     networks: list[Network] = []
     source, source_step, masks = study.ckpt(dense_run), dense_run, None
     for r, (round_name, sparsity) in enumerate(zip(imp_rounds(name, sparsities), sparsities), 1):

@@ -147,4 +147,14 @@ def test_keep_every_epoch_keeps_the_checkpoints_a_ticket_rewinds_to(tmp_path):
     result = run_script("train.py", *args, "--keep_every_epoch=true", "--overwrite=true")
     assert result.returncode == 0, result.stderr[-3000:]
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert names == ["epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]
+    assert names == ["epoch000.ckpt", "epoch001.ckpt", "init.ckpt", "last.ckpt"]
+    # init.ckpt: the weights before the first step (iteration 0, the original lottery ticket),
+    # the seed's fresh weights: batch norm has seen no batch, and epoch 0 moved every conv
+    init, _ = load_teacher(tmp_path / "checkpoints" / "init.ckpt")
+    first, _ = load_teacher(tmp_path / "checkpoints" / "epoch000.ckpt")
+    bns = [m for m in init.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(int(bn.num_batches_tracked) == 0 for bn in bns)
+    assert all(bool((bn.running_var == 1).all() and (bn.running_mean == 0).all()) for bn in bns)
+    convs = [(a, b) for a, b in zip(init.modules(), first.modules(), strict=True)
+             if isinstance(a, torch.nn.Conv2d)]  # fmt: skip
+    assert convs and not any(torch.equal(a.weight, b.weight) for a, b in convs)

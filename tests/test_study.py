@@ -458,6 +458,13 @@ def test_bad_weight_pruning_plans_raise(tmp_path):
         cfg, tmp_path, {"lt": IMP}, [{"scheme": "rewind", "seeds": [0], "networks": ["lt50"]}]
     )
     assert {"prune_lt50", "prune_lt90", "lt50-rewind-s0"} <= {s.name for s in lone.steps}
+    # rewind_epoch init: the original ticket, the dense run's weights before its first step
+    first = _with(cfg, tmp_path, {"lt": {**IMP, "rewind_epoch": "init"}},
+                  [{"scheme": "rewind", "seeds": [0], "networks": ["lt50"]}])  # fmt: skip
+    steps = {s.name: s for s in first.steps}
+    dense = first.path("full-scratch_e-s0", "checkpoints", "init.ckpt")
+    assert _arg(first.command(steps["lt50-rewind-s0"]), "--init_from") == str(dense)
+    assert _arg(first.command(steps["full-scratch_e-s0"]), "--keep_every_epoch") == "true"
     with pytest.raises(ValueError, match="prune_lt90 needs lt50-rewind-s0, which the plan"):
         _with(
             cfg, tmp_path, {"lt": IMP}, [{"scheme": "rewind", "seeds": [1], "networks": ["lt50"]}]
