@@ -751,7 +751,10 @@ class Study:
         self.write_random_archs()
         for name in self.restore_found():
             say(f"found.json of {name} restored from {self.results_path()}")
-        todo = [s for s in self.pending() if not only or s.name in only]
+        todo = self.pending()
+        if only:  # what the user names runs unless it is done, even if no row needs it now
+            names = {s.name for s in todo}
+            todo = [s for s in self.queue() if s.name in only and not self.done(s, names)]
         failed: set[str] = set()
         running: dict[str, tuple[subprocess.Popen, float]] = {}
         threads = threads or max(1, (os.cpu_count() or 1) // jobs)

@@ -603,6 +603,24 @@ def test_collected_found_records_name_no_machine_directory():
     assert _without_root({"search": {"warm_start": None}}) == {"search": {"warm_start": None}}
 
 
+def _start_finished_processes(monkeypatch, study: Study, started: list) -> None:
+    """Make the study's steps start as processes that have already exited cleanly, each
+    command appended to ``started``; nothing is collected."""
+
+    class Finished:
+        returncode = 0
+
+        def __init__(self, cmd, **kwargs):
+            started.append(cmd)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr("studies.run.subprocess.Popen", Finished)
+    monkeypatch.setattr(study, "collect", lambda: {})
+    monkeypatch.setattr("studies.run.time.sleep", lambda s: None)
+
+
 @pytest.mark.parametrize(
     "flags, native",
     [
@@ -624,17 +642,7 @@ def test_auto_precision_is_bf16_only_on_a_cpu_with_native_bf16(
     study = Study(str(CONFIG), runs_root=tmp_path, results_root=tmp_path)
     started = []
 
-    class Finished:  # a process that has already exited cleanly
-        returncode = 0
-
-        def __init__(self, cmd, **kwargs):
-            started.append(cmd)
-
-        def poll(self):
-            return 0
-
-    monkeypatch.setattr("studies.run.subprocess.Popen", Finished)
-    monkeypatch.setattr(study, "collect", lambda: {})
+    _start_finished_processes(monkeypatch, study, started)
     assert study.run(jobs=1, only={"teacher"}) == 0
     assert _arg(started[0], "--trainer.precision") == ("bf16-mixed" if native else "32-true")
 
@@ -680,7 +688,7 @@ def test_a_committed_training_that_later_steps_read_runs_again_until_they_are_do
     assert study.done(dense)  # the last round's row is committed
 
 
-def test_only_what_a_training_still_to_run_needs_is_made_again(tmp_path):
+def test_only_what_a_training_still_to_run_needs_is_made_again(tmp_path, monkeypatch):
     """A new machine where every row but one is committed makes only that training and what
     it needs (the teachers, its pruning), not the searches and prunings of finished rows."""
     study = Study(str(FULL_CONFIG), runs_root=tmp_path / "runs", results_root=tmp_path)
@@ -691,4 +699,9 @@ def test_only_what_a_training_still_to_run_needs_is_made_again(tmp_path):
     assert pending == ["teacher_20ep", "teacher_40ep", "teacher_60ep", "teacher",
                        "prune_thinet", left]  # fmt: skip
     assert all(study.done(s) for s in study.steps if s.info and s.name != left)
+    started = []
+    _start_finished_processes(monkeypatch, study, started)
+    assert "search_tas_scratch" not in pending  # idle: its row is committed
+    study.run(jobs=1, only={"search_tas_scratch"})  # named: it runs all the same
+    assert [Path(cmd[1]).name for cmd in started] == ["train_search.py"]
     assert not any(study.done(study.networks[n].makers[0]) for n in ("tas", "l1_norm", "imp95"))
