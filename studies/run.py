@@ -46,13 +46,17 @@ from tas.latency import device_name, native_bf16
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _without_root(record: dict) -> dict:
-    """A found.json record whose warm-start teacher path is relative to the repository (the
-    committed results name no machine's directories)."""
-    start = record.get("search", {}).get("warm_start")
-    if start and Path(start["teacher"]).is_absolute():
-        with contextlib.suppress(ValueError):  # a teacher outside the repository stays as it is
-            start["teacher"] = str(Path(start["teacher"]).relative_to(ROOT))
+def _without_root(record):
+    """A found.json record whose paths inside the repository (a search's warm-start teacher, a
+    pruning's ``pruned_from``, its sensitivity curves) are relative to it: the committed
+    results name no machine's directories. Paths elsewhere stay as they are."""
+    if isinstance(record, dict):
+        return {key: _without_root(value) for key, value in record.items()}
+    if isinstance(record, list):
+        return [_without_root(value) for value in record]
+    if isinstance(record, str) and Path(record).is_absolute():
+        with contextlib.suppress(ValueError):
+            return str(Path(record).relative_to(ROOT))
     return record
 
 
@@ -655,30 +659,39 @@ class Study:
             if net.makers and net.makers[0].args()[0] == "train_search.py"
         }
 
+    def found_networks(self) -> dict[str, Network]:
+        """The networks whose found.json holds all of them, by name: a search's, a structured
+        pruning's (not a weight mask's: its masks file is beside it)."""
+        return {
+            name: net
+            for name, net in self.networks.items()
+            if net.makers and net.arch.endswith(".json") and "sparsity" not in net.info
+        }
+
     def restore_found(self) -> list[str]:
-        """Write back each search's found.json that the committed results hold and this
-        machine lacks, so its trainings need not repeat a search (hours on a CPU). Only
-        searches: a pruning's found.json goes with weights its fine-tuning starts from, which
-        are not committed, so a pruning step runs again (minutes); so does a search that wrote
-        its trained weights (``search.init_ckpt``) while a fine-tuning from them is still to
-        run. Returns the searches restored."""
+        """Write back each found.json (a search's or a structured pruning's) that the committed
+        results hold and this machine lacks, so the trainings that need only the network (KD,
+        Scratch) need not repeat its search (hours on a CPU) or its teacher. Not where a
+        fine-tuning still to run starts from weights that go with the found.json and are not
+        committed: a pruning's kept filters of its teacher, a search's own trained weights
+        (``search.init_ckpt``); that step runs again. Returns the steps whose found.json came
+        back."""
         restored = []
-        searches = self.searches()
-        rows = self.committed()["runs"]
-        for name, record in self.committed()["found"].items():
-            net = searches.get(name)
-            if net is None:
+        searches, rows = self.searches(), self.committed()["runs"]
+        for name, net in self.found_networks().items():
+            record = self.committed()["found"].get(name)
+            path = Path(net.arch)
+            if record is None or path.exists():
                 continue
-            if (record.get("search") or {}).get("init_ckpt") and any(
+            tied = name not in searches or (record.get("search") or {}).get("init_ckpt")
+            if tied and any(
                 s.info and s.info["arch"] == name and s.info["scheme"] == "fine_tune"
                 and s.name not in rows for s in self.steps
             ):  # fmt: skip
                 continue
-            path = Path(net.arch)
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_text_atomic(path, json.dumps(record, indent=2) + "\n")
-                restored.append(net.makers[0].name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+            restored.append(net.makers[-1].name)
         return restored
 
     def command(self, step: Step, precision: str | None = None) -> list[str]:
@@ -821,7 +834,7 @@ class Study:
             if path.exists():
                 teacher[name] = result_record(json.loads(path.read_text()))
         found = committed["found"]
-        for name, net in self.searches().items():
+        for name, net in self.found_networks().items():
             if Path(net.arch).exists():
                 found[name] = _without_root(json.loads(Path(net.arch).read_text()))
         order = {s.name: i for i, s in enumerate(self.steps)}
@@ -832,7 +845,7 @@ class Study:
             "full_macs": self.full.macs,
             "target_macs": round(self.cfg["ratio"] * self.full.macs),
             "teachers": teacher,
-            "found": found,  # every search's found.json, by network name
+            "found": found,  # every search's and structured pruning's found.json, by network
             "runs": sorted(rows.values(), key=lambda r: order[r["step"]]),
         }
         path = self.results_path()

@@ -573,6 +573,22 @@ def test_committed_results_carry_the_study_to_a_new_machine(tmp_path):
     study._committed = None
     assert study.restore_found() == ["search_tas_search1"]
     assert not study.done(steps["search_tas_search2"])
+    # a pruning's found.json comes back for its KD and Scratch rows once its fine-tuning (from
+    # its teacher's kept filters, which another teacher does not have) is committed
+    committed["found"] = {"thinet": arch.to_dict()}
+    study.results_path().write_text(json.dumps(committed))
+    study._committed = None
+    assert study.restore_found() == []
+    committed["runs"].append({**row, "step": "thinet-fine_tune-s0"})
+    study.results_path().write_text(json.dumps(committed))
+    study._committed = None
+    assert study.restore_found() == ["prune_thinet"]
+    assert study.done(steps["prune_thinet"])
+    pending = {s.name for s in study.pending()}
+    assert "thinet-scratch_e-s0" in pending and "teacher" in pending  # KD still needs it
+    committed["runs"] = [row, gone]
+    study.results_path().write_text(json.dumps(committed))
+    study._committed = None
 
     finished = study.path("random0-kd-s0", "results.json")
     finished.parent.mkdir(parents=True)
@@ -589,7 +605,7 @@ def test_committed_results_carry_the_study_to_a_new_machine(tmp_path):
     assert "device" not in out["runs"][0]  # committed before rows recorded it
     assert out["teachers"]["teacher"]["test_acc"] == 0.89
     assert out["teachers"]["teacher"]["precision"] == "32-true"
-    assert out["found"]["tas"] == arch.to_dict()
+    assert out["found"]["tas"] == out["found"]["thinet"] == arch.to_dict()
     assert json.loads(study.results_path().read_text()) == json.loads(json.dumps(out))
 
 
@@ -601,6 +617,13 @@ def test_collected_found_records_name_no_machine_directory():
     outside = {"search": {"warm_start": {"teacher": "/elsewhere/last.ckpt"}}}
     assert _without_root(outside)["search"]["warm_start"]["teacher"] == "/elsewhere/last.ckpt"
     assert _without_root({"search": {"warm_start": None}}) == {"search": {"warm_start": None}}
+    pruned = {"widths": {"stem": 16}, "search": {"pruned_from": str(ROOT / "studies/runs/t.ckpt"),
+              "keep": {"stem": [0, 2]}, "init_ckpt": "found.init.ckpt"}}  # fmt: skip
+    assert _without_root(pruned) == {
+        "widths": {"stem": 16},
+        "search": {"pruned_from": "studies/runs/t.ckpt", "keep": {"stem": [0, 2]},
+                   "init_ckpt": "found.init.ckpt"},
+    }  # fmt: skip
 
 
 def _start_finished_processes(monkeypatch, study: Study, started: list) -> None:
