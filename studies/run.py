@@ -895,7 +895,8 @@ def main(argv: list[str] | None = None) -> None:
         "--list",
         action="store_true",
         help="print the steps, in the order they start, and their state (todo, done, or idle: "
-        "not here, but no training still to run needs it)",
+        "not here, but no training still to run needs it), after writing back the committed "
+        "found.json files as a run does first",
     )
     parser.add_argument("--report", action="store_true", help="collect results, write the report")
     args = parser.parse_args(argv)
@@ -904,7 +905,8 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, KeyError) as err:
         print(f"studies.run: error: {err}", file=sys.stderr)
         sys.exit(2)
-    if args.list:  # in the order they start
+    if args.list:  # in the order they start, as a run would see them
+        study.restore_found()
         try:
             pending = {s.name for s in study.pending()}
             for s in study.queue():
