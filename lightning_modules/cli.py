@@ -126,13 +126,14 @@ class WallClock(Callback):
 class InitialWeights(Callback):
     """Keep ``init.ckpt``, the weights before the first training step, beside the epochs'
     checkpoints: a lottery ticket rewound to iteration 0 (Frankle & Carbin 2019, the original
-    ticket) restarts from it. A resumed run has it already and leaves it alone."""
+    ticket) restarts from it. A resumed run has it already and leaves it alone. The test is
+    the step count alone, the same on every process: saving is a collective call under DDP."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.global_step == 0 and not self.path.exists():
+        if trainer.global_step == 0:
             trainer.save_checkpoint(self.path)
 
 
