@@ -11,7 +11,8 @@ Every step is one train.py / train_search.py / prune.py run in ``studies/runs/NA
 log beside it, ``STEP.log``). A step whose result file exists is done; an interrupted step
 resumes from its last checkpoint; rerunning the command continues the study wherever it stopped.
 On a machine without the run directory, the rows in the committed results
-(``studies/results/NAME.json``) count as done and the searches' found.json come back from them;
+(``studies/results/NAME.json``) count as done and the searches' and structured prunings'
+found.json come back from them;
 only what the missing rows need is made again (``--list``: todo, done, or idle).
 ``--jobs N`` runs N independent steps at once, each with cores/N threads (``--threads`` sets it).
 ``--precision`` is the trainings' arithmetic on this machine (``auto``: bf16-mixed where the CPU
