@@ -61,6 +61,7 @@ from tas.baselines.sparsity import (
     apply_masks,
     load_masks,
     magnitude_masks,
+    masked_macs,
     save_masks,
     sparsity_of,
     storage_bytes,
@@ -190,14 +191,17 @@ def magnitude(model: torch.nn.Module, full: Arch, args: argparse.Namespace) -> A
     meta = {"method": "magnitude", "sparsity": args.sparsity, "scope": args.scope}
     save_masks(mask_file, masks, meta)
     apply_masks(model, masks)
-    size = storage_bytes(model)
+    size, kept_macs = storage_bytes(model), masked_macs(model, masks)
     print(
         f"{mask_file}: {100 * sparsity_of(model):.1f}% of conv and linear weights zeroed; the "
         f"weights take {size['dense'] / 1e6:.2f} MB dense, "
-        f"{size['values_and_bitmask'] / 1e6:.2f} MB as nonzero values + a bitmask"
+        f"{size['values_and_bitmask'] / 1e6:.2f} MB as nonzero values + a bitmask; "
+        f"{kept_macs / 1e6:.2f}M MACs on the kept weights of {full.macs / 1e6:.2f}M"
     )
     arch = Arch(full.space, full.blocks, dict(full.widths))
-    arch.search.update({**meta, "masks": mask_file.name, "storage_bytes": size})
+    arch.search.update(
+        {**meta, "masks": mask_file.name, "storage_bytes": size, "masked_macs": kept_macs}
+    )
     return arch
 
 

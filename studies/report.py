@@ -60,16 +60,20 @@ MARKERS = {
 # the sparsity plot's curves: (source of the mask, scheme) -> label
 CURVES = {
     ("magnitude", "fine_tune"): "Magnitude, fine-tuned",
-    ("magnitude", "scratch_e"): "Magnitude mask, scratch (same mask)",
+    ("magnitude", "scratch_e"): "Magnitude mask, Scratch-E (same mask)",
+    ("magnitude", "scratch_b"): "Magnitude mask, Scratch-B (same mask)",
     ("imp", "rewind"): "IMP, rewound (lottery ticket)",
-    ("imp", "scratch_e"): "IMP mask, random re-init",
+    ("imp", "scratch_e"): "IMP mask, random re-init (Scratch-E)",
+    ("imp", "scratch_b"): "IMP mask, random re-init (Scratch-B)",
 }
-# the sparsity table's training column
+# the sparsity table's training column ({rewound}: what the rows' tickets restarted from)
 TRAINING = {
     ("magnitude", "fine_tune"): "Fine-tuned from the teacher",
     ("magnitude", "scratch_e"): "Scratch-E, same mask",
-    ("imp", "rewind"): "Rewound to the dense run's early weights (ticket)",
+    ("magnitude", "scratch_b"): "Scratch-B, same mask",
+    ("imp", "rewind"): "Rewound to the dense run's {rewound} (ticket)",
     ("imp", "scratch_e"): "Random re-init (Scratch-E), same mask",
+    ("imp", "scratch_b"): "Random re-init (Scratch-B), same mask",
 }
 SOURCES = {"magnitude": "Magnitude (one shot, teacher)", "imp": "IMP (iterative, dense run)"}
 
@@ -238,6 +242,15 @@ def _dense_runs(data: dict) -> list[dict]:
     ]
 
 
+def _rewound_to(rows: list[dict]) -> str:
+    """The weights the rows' tickets restarted from (their imp entry's ``rewind_epoch``)."""
+    epochs = {r.get("rewind_epoch") for r in rows}
+    if len(epochs) > 1 or None in epochs:  # mixed, or rows kept before the key existed
+        return "early weights"
+    (epoch,) = epochs
+    return "initial weights" if epoch == "init" else f"weights after epoch {epoch + 1}"
+
+
 def sparsity_table(data: dict) -> str:
     """The weight-pruned networks: a row per (mask, training, sparsity), under the full
     network's rows; empty when the study has none."""
@@ -265,7 +278,8 @@ def sparsity_table(data: dict) -> str:
     for source, scheme, points in found:
         mask = SOURCES.get(source, METHODS.get(source, source))
         for sparsity, rows in points:
-            row(mask, TRAINING.get((source, scheme), SCHEMES[scheme]), sparsity, rows)
+            training = TRAINING.get((source, scheme), SCHEMES[scheme])
+            row(mask, training.format(rewound=_rewound_to(rows)), sparsity, rows)
     return "\n".join(lines) + "\n"
 
 

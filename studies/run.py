@@ -41,7 +41,7 @@ from lightning_modules.cli import INIT_CKPT
 from lightning_modules.data import NUM_CLASSES
 from tas.arch import write_text_atomic
 from tas.baselines import random_within
-from tas.baselines.sparsity import SCOPES
+from tas.baselines.sparsity import SCOPES, load_masks, masked_macs
 from tas.latency import device_name, native_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -338,7 +338,8 @@ def _imp(study: Study, name: str, spec: dict) -> list[Network]:
             Network(
                 round_name, spec.get("family", "imp"), str(study.path(step, "found.json")),
                 [maker], (step,), inherit_from=source_step,
-                info={"sparsity": sparsity, "source": "imp", "scope": scope, "round": r},
+                info={"sparsity": sparsity, "source": "imp", "scope": scope, "round": r,
+                      "rewind_epoch": epoch},
                 rewind=rewind, mask_seed=0,  # the dense run's seed
             )
         )  # fmt: skip
@@ -578,11 +579,19 @@ class Study:
         return self.ckpt(net.inherit_from)
 
     def scratch_b_epochs(self, spec: str) -> int:
-        """Epochs giving the pruned network the teacher's compute (MACs x epochs), at most 2x."""
+        """Epochs giving the pruned network the teacher's compute (MACs x epochs), at most 2x.
+        A weight-masked network's MACs are those of its kept weights (`masked_macs`), as
+        Rethinking's Scratch-B counts an unstructured pruning's FLOPs."""
         if spec.startswith("uniform:"):
             macs = tas.Arch.uniform(self.space, float(spec.partition(":")[2])).macs
         else:
-            macs = tas.Arch.load(spec).macs
+            arch = tas.Arch.load(spec)
+            macs = arch.macs
+            if arch.search.get("masks"):
+                model = tas.build_model(arch)
+                macs = masked_macs(
+                    model, load_masks(Path(spec).with_name(arch.search["masks"]), model)
+                )
         return round(self.cfg["epochs"] * min(2.0, self.full.macs / macs))
 
     def write_random_archs(self) -> None:

@@ -6,7 +6,7 @@ whose MACs and parameters `Arch` reports. Nothing from the search is inherited b
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -218,26 +218,34 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> int:
+def count_macs(
+    model: nn.Module,
+    input_size: tuple[int, ...] = (1, 3, 32, 32),
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> int:
     """MACs of all ``nn.Conv2d`` and ``nn.Linear`` layers, counted by running ``model`` on a zero
-    input of ``input_size`` (batch included). BN, activations, pooling and biases count 0."""
+    input of ``input_size`` (batch included). BN, activations, pooling and biases count 0.
+
+    Each weight does one MAC per output position of its layer (a conv's output pixels, a linear
+    layer's rows). With ``masks`` (state-dict weight name -> bool tensor, as
+    `tas.baselines.sparsity` writes them) a pruned weight does none: the MACs of a kernel that
+    skips zeros, where a dense kernel does all of them."""
     total = 0
 
-    def conv_hook(mod: nn.Conv2d, inputs: tuple, out: torch.Tensor) -> None:
-        nonlocal total
-        kh, kw = mod.kernel_size
-        total += out.numel() * (mod.in_channels // mod.groups) * kh * kw
+    def hook(name: str) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
+        def count(mod: nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+            nonlocal total
+            channels = out.shape[1] if isinstance(mod, nn.Conv2d) else mod.out_features
+            mask = None if masks is None else masks.get(f"{name}.weight")
+            weights = mod.weight.numel() if mask is None else int(mask.sum())
+            total += out.numel() // channels * weights
 
-    def linear_hook(mod: nn.Linear, inputs: tuple, out: torch.Tensor) -> None:
-        nonlocal total
-        total += out.numel() * mod.in_features
+        return count
 
     handles = []
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            handles.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(linear_hook))
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            handles.append(m.register_forward_hook(hook(name)))
     was_training = model.training
     model.eval()
     try:

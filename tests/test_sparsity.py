@@ -14,6 +14,7 @@ from tas.baselines.sparsity import (
     apply_masks,
     load_masks,
     magnitude_masks,
+    masked_macs,
     prunable_weights,
     save_masks,
     sparsity_of,
@@ -57,6 +58,36 @@ def test_global_scope_has_one_threshold():
     assert size["values_and_bitmask"] < 0.25 * size["dense"]  # 0.2 x 4 + 1/8 of 4 bytes
 
 
+def test_masked_macs_count_each_kept_weight_once_per_output_position():
+    """A conv's weight does one MAC per output pixel, a linear layer's one per row; a pruned
+    weight does none (the count Rethinking's Scratch-B budget uses for unstructured pruning)."""
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, stride=2, padding=1),  # 8x8 -> 4x4: 16 positions, 108 weights
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 10),  # one row: 640 weights
+    )
+    assert tas.count_macs(net, (1, 3, 8, 8)) == 16 * 108 + 640
+    masks = {"0.weight": torch.zeros(4, 3, 3, 3, dtype=torch.bool),
+             "2.weight": torch.zeros(10, 64, dtype=torch.bool)}  # fmt: skip
+    masks["0.weight"].view(-1)[:10] = True
+    masks["2.weight"].view(-1)[::100] = True  # 7 of 640
+    assert tas.count_macs(net, (1, 3, 8, 8), masks) == 10 * 16 + 7
+    assert tas.count_macs(net, (1, 3, 8, 8), {"2.weight": masks["2.weight"]}) == 16 * 108 + 7
+    # a ResNet-20: all kept is the full network's MACs; one layer emptied loses exactly its own
+    model = network()
+    full = tas.Arch.full(model.space)
+    ones = {k: torch.ones_like(w, dtype=torch.bool) for k, w in prunable_weights(model).items()}
+    assert masked_macs(model, ones) == full.macs
+    layer = "stages.2.1.main.0.0.weight"  # a 3x3 conv of stage 3 (8x8 outputs)
+    conv = prunable_weights(model)[layer]
+    emptied = {**ones, layer: torch.zeros_like(ones[layer])}
+    assert masked_macs(model, emptied) == full.macs - 8 * 8 * conv.numel()  # stage 3: 8x8
+    # global magnitude masks prune the late layers (many weights, few pixels) most, so MACs
+    # fall less than the weight count
+    masks = magnitude_masks(model, 0.5, "global")
+    assert 0.5 < masked_macs(model, masks) / full.macs < 1.0
+
+
 def test_masks_file_round_trip_and_checks(tmp_path):
     model = network()
     masks = magnitude_masks(model, 0.5)
@@ -96,6 +127,10 @@ def test_magnitude_prune_then_fine_tune_keeps_the_zeros(tmp_path, teacher):
     assert "90.0% of conv and linear weights zeroed" in result.stdout
     search = json.loads(found.read_text())["search"]
     assert search["masks"] == "found.masks.pt" and (tmp_path / "found.masks.pt").exists()
+    model, _ = load_teacher(teacher)
+    kept_macs = masked_macs(model, load_masks(tmp_path / "found.masks.pt", model))
+    assert search["masked_macs"] == kept_macs < tas.count_macs(model)
+    assert f"{kept_macs / 1e6:.2f}M MACs on the kept weights" in result.stdout
     out = tmp_path / "fine_tune"
     result = run_script(
         "train.py", *TINY, f"--arch={found}", "--init=inherit", f"--init_from={teacher}",

@@ -352,6 +352,7 @@ def test_weight_pruning_rows_of_the_full_data_study(tmp_path):
     mag = ["mag50", "mag75", "mag90", "mag95"]
     new = [f"{n}-rewind-s0" for n in imp] + [f"{n}-fine_tune-s0" for n in mag]
     new += [f"{n}-scratch_e-s1" for n in [*mag, *imp]]
+    new += [f"{n}-scratch_b-s1" for n in [*imp, *mag]]
     assert [s.name for s in study.steps[-len(new) :]] == new  # they run last
     # the dense run keeps every epoch's checkpoint: the tickets rewind to its first
     dense = study.command(steps["full-scratch_e-s0"])
@@ -381,7 +382,7 @@ def test_weight_pruning_rows_of_the_full_data_study(tmp_path):
         assert "--model.lr" not in cmd and "--keep_every_epoch" not in cmd
         assert ticket.info | {"sparsity": 0} == {
             "method": "imp", "scheme": "rewind", "seed": 0, "arch": name, "sparsity": 0,
-            "source": "imp", "scope": "global", "round": r,
+            "source": "imp", "scope": "global", "round": r, "rewind_epoch": 0,
         }  # fmt: skip
         control = study.command(steps[f"{name}-scratch_e-s1"])
         assert "--init" not in control and _arg(control, "--arch") == _arg(cmd, "--arch")
@@ -400,6 +401,28 @@ def test_weight_pruning_rows_of_the_full_data_study(tmp_path):
         assert _arg(cmd, "--trainer.max_epochs") == str(study.cfg["finetune_epochs"])
         scratch = study.command(steps[f"{name}-scratch_e-s1"])
         assert "--init" not in scratch and _arg(scratch, "--arch") == _arg(cmd, "--arch")
+    for name in [*imp, *mag]:
+        assert steps[f"{name}-scratch_b-s1"].deps == (f"prune_{name}",)
+
+
+def test_scratch_b_of_a_masked_network_counts_the_kept_weights_macs(study):
+    """Rethinking's Scratch-B for unstructured pruning: the epochs that bring MACs x epochs up to
+    the full network's, a masked network's MACs being those of its kept weights, at most 2x."""
+    from tas.baselines.sparsity import magnitude_masks, masked_macs, save_masks
+
+    epochs, full = study.cfg["epochs"], tas.Arch.full(study.space)
+    model = tas.build_model(full)
+    full.search["masks"] = "found.masks.pt"
+    full.save(study.dir / "found.json")
+    spec = str(study.dir / "found.json")
+    for sparsity in (0.0, 0.3, 0.9):
+        masks = magnitude_masks(model, sparsity, "global")
+        save_masks(study.dir / "found.masks.pt", masks, {})
+        ratio = full.macs / masked_macs(model, masks)
+        assert study.scratch_b_epochs(spec) == round(epochs * min(2.0, ratio))
+        if sparsity == 0.3:
+            assert 1.0 < ratio < 2.0 and epochs < study.scratch_b_epochs(spec) < 2 * epochs
+    assert study.scratch_b_epochs(spec) == 2 * epochs  # 90%: capped
 
 
 def _with(cfg: dict, tmp_path: Path, networks: dict | None = None, finals: list | None = None):
@@ -480,14 +503,16 @@ def test_sparsity_table_and_plot_draw(tmp_path, monkeypatch):
         {**run, "method": "full", "scheme": "scratch_e", "seed": 0, "test_acc": 0.88},
     ]
     accs = {("magnitude", "fine_tune"): 0.87, ("magnitude", "scratch_e"): 0.84,
-            ("imp", "rewind"): 0.86, ("imp", "scratch_e"): 0.83}  # fmt: skip
+            ("imp", "rewind"): 0.86, ("imp", "scratch_e"): 0.83,
+            ("magnitude", "scratch_b"): 0.85, ("imp", "scratch_b"): 0.84}  # fmt: skip
     for (source, scheme), acc in accs.items():
         for k, sparsity in enumerate([0.5, 0.75, 0.9, 0.95]):
             seeds = [1, 2] if scheme == "scratch_e" else [0]
+            rewind = {"rewind_epoch": 0} if scheme == "rewind" else {}
             for seed in seeds:
                 runs.append({**run, "method": source, "scheme": scheme, "seed": seed,
                              "arch": f"{source}{k}", "source": source, "sparsity": sparsity,
-                             "test_acc": acc - 0.05 * k - 0.01 * seed})  # fmt: skip
+                             "test_acc": acc - 0.05 * k - 0.01 * seed, **rewind})  # fmt: skip
     teacher = {**run, "test_acc": 0.9, "epochs": 40}
     data = {"study": "t", "dataset": "cifar10", "target_macs": 20e6, "teachers":
             {"teacher": teacher}, "runs": runs}  # fmt: skip
@@ -499,7 +524,17 @@ def test_sparsity_table_and_plot_draw(tmp_path, monkeypatch):
         "| IMP (iterative, dense run) | Random re-init (Scratch-E), same mask | 95.0% | 66.50 ± 0.71 | 2 |"
         in text
     )
-    assert text.count("\n") == 2 + 2 + 16
+    assert "| IMP (iterative, dense run) | Random re-init (Scratch-B), same mask | 50.0% |" in text
+    assert "| Rewound to the dense run's weights after epoch 1 (ticket) | 90.0% | 76.00 |" in text
+    assert text.count("\n") == 2 + 2 + 24
+    tickets = [r for r in runs if r["scheme"] == "rewind"]
+    for r in tickets:
+        r["rewind_epoch"] = "init"
+    assert "| Rewound to the dense run's initial weights (ticket) |" in report.sparsity_table(data)
+    del tickets[0]["rewind_epoch"]  # a row kept before the key existed
+    assert "| Rewound to the dense run's early weights (ticket) | 50.0% |" in report.sparsity_table(
+        data
+    )
     # the MACs table and plot leave them out (they keep the full network's MACs)
     macs = report.table(data)
     assert "Magnitude" not in macs and "IMP" not in macs and "TAS (search)" in macs

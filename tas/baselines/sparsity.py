@@ -12,7 +12,8 @@ keeps every weight already pruned pruned (masks only grow). ClassifyModule's ``a
 run it; prune.py ``--masks`` is the same for k rounds of prune-and-fine-tune (tas/baselines/schedules.py).
 
 The network's shape does not change (found.json is the full network); what a masked network
-saves is storage when its weights are kept sparse (`storage_bytes`), not MACs on dense kernels.
+saves is storage when its weights are kept sparse (`storage_bytes`), not MACs on dense kernels
+(`masked_macs` counts what a kernel that skips zeros would do).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from tas.arch import save_atomic
+from tas.compact import count_macs
 
 MASKS_FORMAT = "tas-masks/1"
 SCOPES = ("layer", "global")
@@ -94,6 +96,14 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     params = prunable_weights(model)
     for name, mask in masks.items():
         params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+
+def masked_macs(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> int:
+    """MACs of ``model`` (a compact network, on its space's input size) counting only the
+    weights ``masks`` keep: the compute a kernel that skips zeros would do. Rethinking's
+    Scratch-B gives a masked network the epochs that bring this up to the full network's."""
+    size = model.space.input_size
+    return count_macs(model, (1, 3, size, size), masks)
 
 
 def sparsity_of(model: nn.Module) -> float:
