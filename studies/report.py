@@ -288,7 +288,7 @@ def sparsity_plot(data: dict, path: Path) -> None:
     training), every seed's mean with its spread, the full network's accuracies as lines (the
     figure of Rethinking the Value of Network Pruning's unstructured section)."""
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    styles = {"fine_tune": "-", "rewind": "-", "scratch_e": "--"}
+    styles = {"fine_tune": "-", "rewind": "-", "scratch_e": "--", "scratch_b": "-."}
     colors = {"magnitude": "tab:blue", "imp": "tab:red"}
     ticks: set[float] = set()
     for source, scheme, points in curves(data["runs"]):
