@@ -258,8 +258,9 @@ def sparsity_table(data: dict) -> str:
     if not found:
         return ""
     lines = [
-        "| Mask | Training | Sparsity | Top-1 % (mean ± std) | n | Epochs | Wall min |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| Mask | Training | Sparsity | Kept-weight MACs (M) | Top-1 % (mean ± std) | n | Epochs "
+        "| Wall min |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
 
     def row(mask: str, training: str, sparsity: float, rows: list[dict]) -> None:
@@ -267,8 +268,11 @@ def sparsity_table(data: dict) -> str:
         top1 = f"{acc:.2f} ± {std:.2f}" if len(rows) > 1 else f"{acc:.2f}"
         epochs = "/".join(map(str, sorted({r["epochs"] for r in rows})))
         wall = statistics.fmean(r["wall_time_s"] for r in rows) / 60
-        lines.append(f"| {mask} | {training} | {100 * sparsity:.1f}% | {top1} | {len(rows)} | "
-                     f"{epochs} | {wall:.1f} |")  # fmt: skip
+        # a dense row's MACs are all kept; a masked row collected before the count existed: "-"
+        kept = {r.get("kept_macs", r["macs"] if sparsity == 0 else None) for r in rows}
+        macs = "-" if None in kept else "/".join(f"{m / 1e6:.2f}" for m in sorted(kept))
+        lines.append(f"| {mask} | {training} | {100 * sparsity:.1f}% | {macs} | {top1} | "
+                     f"{len(rows)} | {epochs} | {wall:.1f} |")  # fmt: skip
 
     t = data["teachers"].get("teacher")
     if t:

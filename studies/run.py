@@ -585,14 +585,18 @@ class Study:
         if spec.startswith("uniform:"):
             macs = tas.Arch.uniform(self.space, float(spec.partition(":")[2])).macs
         else:
-            arch = tas.Arch.load(spec)
-            macs = arch.macs
-            if arch.search.get("masks"):
-                model = tas.build_model(arch)
-                macs = masked_macs(
-                    model, load_masks(Path(spec).with_name(arch.search["masks"]), model)
-                )
+            macs = self.kept_macs(spec) or tas.Arch.load(spec).macs
         return round(self.cfg["epochs"] * min(2.0, self.full.macs / macs))
+
+    @staticmethod
+    def kept_macs(found: str | Path) -> int | None:
+        """A weight-masked network's MACs counting only its kept weights (`masked_macs`, from
+        the masks file its found.json names); None for a network without masks."""
+        arch = tas.Arch.load(found)
+        if not arch.search.get("masks"):
+            return None
+        model = tas.build_model(arch)
+        return masked_macs(model, load_masks(Path(found).with_name(arch.search["masks"]), model))
 
     def write_random_archs(self) -> None:
         """The random baseline's networks: draws within +-2% of the target, seeded by sample."""
@@ -833,11 +837,17 @@ class Study:
         self._committed = None  # the file as it is now
         committed = self.committed()
         rows = committed["runs"]
+        kept: dict[str, int | None] = {}  # a masked network's kept-weight MACs, by network
         for step in self.steps:
             path = self.path(step.name, "results.json")
             if step.info and path.exists():
                 res = json.loads(path.read_text())
                 rows[step.name] = {**step.info, "step": step.name, **result_record(res)}
+                net = self.networks[step.info["arch"]]
+                if "sparsity" in step.info and Path(net.arch).exists():
+                    if net.name not in kept:
+                        kept[net.name] = self.kept_macs(net.arch)
+                    rows[step.name]["kept_macs"] = kept[net.name]
         teacher = committed["teachers"]
         for name in ("teacher", "teacher_slimming"):
             path = self.path(name, "results.json")

@@ -509,23 +509,33 @@ def test_sparsity_table_and_plot_draw(tmp_path, monkeypatch):
         for k, sparsity in enumerate([0.5, 0.75, 0.9, 0.95]):
             seeds = [1, 2] if scheme == "scratch_e" else [0]
             rewind = {"rewind_epoch": 0} if scheme == "rewind" else {}
+            # the magnitude rows carry their masks' kept-weight MACs, the IMP rows predate them
+            kept = {"kept_macs": 40e6 * (1 - sparsity)} if source == "magnitude" else {}
             for seed in seeds:
                 runs.append({**run, "method": source, "scheme": scheme, "seed": seed,
                              "arch": f"{source}{k}", "source": source, "sparsity": sparsity,
-                             "test_acc": acc - 0.05 * k - 0.01 * seed, **rewind})  # fmt: skip
+                             "test_acc": acc - 0.05 * k - 0.01 * seed, **rewind,
+                             **kept})  # fmt: skip
     teacher = {**run, "test_acc": 0.9, "epochs": 40}
     data = {"study": "t", "dataset": "cifar10", "target_macs": 20e6, "teachers":
             {"teacher": teacher}, "runs": runs}  # fmt: skip
     text = report.sparsity_table(data)
-    assert "| Full network (teacher) | CE | 0.0% | 90.00 | 1 | 40 | 50.0 |" in text
-    assert "| Full network (finals recipe) | Scratch-E | 0.0% | 88.00 | 1 | 8 | 50.0 |" in text
-    assert "| Magnitude (one shot, teacher) | Fine-tuned from the teacher | 90.0% | 77.00 |" in text
+    assert "| Full network (teacher) | CE | 0.0% | 40.00 | 90.00 | 1 | 40 | 50.0 |" in text
     assert (
-        "| IMP (iterative, dense run) | Random re-init (Scratch-E), same mask | 95.0% | 66.50 ± 0.71 | 2 |"
+        "| Full network (finals recipe) | Scratch-E | 0.0% | 40.00 | 88.00 | 1 | 8 | 50.0 |" in text
+    )
+    assert (
+        "| Magnitude (one shot, teacher) | Fine-tuned from the teacher | 90.0% | 4.00 | 77.00 |"
         in text
     )
+    assert (
+        "| IMP (iterative, dense run) | Random re-init (Scratch-E), same mask | 95.0% | - | "
+        "66.50 ± 0.71 | 2 |" in text
+    )
     assert "| IMP (iterative, dense run) | Random re-init (Scratch-B), same mask | 50.0% |" in text
-    assert "| Rewound to the dense run's weights after epoch 1 (ticket) | 90.0% | 76.00 |" in text
+    assert (
+        "| Rewound to the dense run's weights after epoch 1 (ticket) | 90.0% | - | 76.00 |" in text
+    )
     assert text.count("\n") == 2 + 2 + 24
     tickets = [r for r in runs if r["scheme"] == "rewind"]
     for r in tickets:
@@ -659,6 +669,23 @@ def test_committed_results_carry_the_study_to_a_new_machine(tmp_path):
     assert out["teachers"]["teacher"]["precision"] == "32-true"
     assert out["found"]["tas"] == out["found"]["thinet"] == arch.to_dict()
     assert json.loads(study.results_path().read_text()) == json.loads(json.dumps(out))
+    # a weight-masked network's row made here carries the MACs of its mask's kept weights
+    from tas.baselines.sparsity import magnitude_masks, masked_macs, save_masks
+
+    full = tas.Arch.full(study.space)
+    full.search["masks"] = "found.masks.pt"
+    model = tas.build_model(full)
+    masks = magnitude_masks(model, 0.9, "global")
+    found = Path(study.networks["mag90"].arch)
+    found.parent.mkdir(parents=True)
+    full.save(found)
+    save_masks(found.with_name("found.masks.pt"), masks, {})
+    finished = study.path("mag90-scratch_e-s1", "results.json")
+    finished.parent.mkdir(parents=True)
+    finished.write_text(json.dumps({**row, "macs": full.macs, "macs_reduction": 0.0}))
+    masked = next(r for r in study.collect()["runs"] if r["step"] == "mag90-scratch_e-s1")
+    assert masked["kept_macs"] == masked_macs(model, masks) < 0.5 * full.macs
+    assert masked["sparsity"] == 0.9 and "kept_macs" not in out["runs"][1]
 
 
 def test_collected_found_records_name_no_machine_directory():
