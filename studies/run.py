@@ -846,8 +846,13 @@ class Study:
                 net = self.networks[step.info["arch"]]
                 if "sparsity" in step.info and Path(net.arch).exists():
                     if net.name not in kept:
-                        kept[net.name] = self.kept_macs(net.arch)
-                    rows[step.name]["kept_macs"] = kept[net.name]
+                        try:
+                            kept[net.name] = self.kept_macs(net.arch)
+                        except ValueError as err:  # its masks file gone or unreadable: "-"
+                            say(f"{net.name}: kept-weight MACs not counted: {err}")
+                            kept[net.name] = None
+                    if kept[net.name] is not None:
+                        rows[step.name]["kept_macs"] = kept[net.name]
         teacher = committed["teachers"]
         for name in ("teacher", "teacher_slimming"):
             path = self.path(name, "results.json")

@@ -686,6 +686,9 @@ def test_committed_results_carry_the_study_to_a_new_machine(tmp_path):
     masked = next(r for r in study.collect()["runs"] if r["step"] == "mag90-scratch_e-s1")
     assert masked["kept_macs"] == masked_macs(model, masks) < 0.5 * full.macs
     assert masked["sparsity"] == 0.9 and "kept_macs" not in out["runs"][1]
+    found.with_name("found.masks.pt").unlink()  # the report still collects, the count left out
+    masked = next(r for r in study.collect()["runs"] if r["step"] == "mag90-scratch_e-s1")
+    assert "kept_macs" not in masked and masked["test_acc"] == row["test_acc"]
 
 
 def test_collected_found_records_name_no_machine_directory():
