@@ -408,16 +408,14 @@ def test_weight_pruning_rows_of_the_full_data_study(tmp_path):
 def test_scratch_b_of_a_masked_network_counts_the_kept_weights_macs(study):
     """Rethinking's Scratch-B for unstructured pruning: the epochs that bring MACs x epochs up to
     the full network's, a masked network's MACs being those of its kept weights, at most 2x."""
-    from tas.baselines.sparsity import magnitude_masks, masked_macs, save_masks
+    from tas.baselines.sparsity import magnitude_masks, masked_macs
 
     epochs, full = study.cfg["epochs"], tas.Arch.full(study.space)
     model = tas.build_model(full)
-    full.search["masks"] = "found.masks.pt"
-    full.save(study.dir / "found.json")
     spec = str(study.dir / "found.json")
     for sparsity in (0.0, 0.3, 0.9):
         masks = magnitude_masks(model, sparsity, "global")
-        save_masks(study.dir / "found.masks.pt", masks, {})
+        _save_masked_network(Path(spec), full, masks)
         ratio = full.macs / masked_macs(model, masks)
         assert study.scratch_b_epochs(spec) == round(epochs * min(2.0, ratio))
         if sparsity == 0.3:
@@ -559,20 +557,28 @@ def test_sparsity_table_and_plot_draw(tmp_path, monkeypatch):
     assert not list((tmp_path / "docs").glob(".*tmp*"))
 
 
+def _save_masked_network(found: Path, full: tas.Arch, masks: dict) -> None:
+    """What a weight pruning writes: the full network's found.json naming its masks file, and
+    that file beside it."""
+    from tas.baselines.sparsity import save_masks
+
+    full.search["masks"] = "found.masks.pt"
+    found.parent.mkdir(parents=True, exist_ok=True)
+    full.save(found)
+    save_masks(found.with_name("found.masks.pt"), masks, {})
+
+
 def _write_masked_networks(study: Study) -> None:
-    """What the study's weight prunings would write: the full network's found.json and a masks
-    file keeping every weight (enough for the commands that read them)."""
-    from tas.baselines.sparsity import prunable_weights, save_masks
+    """Every weight-pruned network of the study, its masks keeping every weight (enough for the
+    commands that read them)."""
+    from tas.baselines.sparsity import prunable_weights
 
     full = tas.Arch.full(study.space)
-    full.search["masks"] = "found.masks.pt"
     ones = {k: torch.ones_like(w, dtype=torch.bool)
             for k, w in prunable_weights(tas.build_model(full)).items()}  # fmt: skip
     for net in study.networks.values():
         if "sparsity" in net.info:
-            Path(net.arch).parent.mkdir(parents=True, exist_ok=True)
-            full.save(net.arch)
-            save_masks(Path(net.arch).with_name("found.masks.pt"), ones, {})
+            _save_masked_network(Path(net.arch), full, ones)
 
 
 def test_final_args_reach_every_final_and_nothing_else(tmp_path):
@@ -670,16 +676,13 @@ def test_committed_results_carry_the_study_to_a_new_machine(tmp_path):
     assert out["found"]["tas"] == out["found"]["thinet"] == arch.to_dict()
     assert json.loads(study.results_path().read_text()) == json.loads(json.dumps(out))
     # a weight-masked network's row made here carries the MACs of its mask's kept weights
-    from tas.baselines.sparsity import magnitude_masks, masked_macs, save_masks
+    from tas.baselines.sparsity import magnitude_masks, masked_macs
 
     full = tas.Arch.full(study.space)
-    full.search["masks"] = "found.masks.pt"
     model = tas.build_model(full)
     masks = magnitude_masks(model, 0.9, "global")
     found = Path(study.networks["mag90"].arch)
-    found.parent.mkdir(parents=True)
-    full.save(found)
-    save_masks(found.with_name("found.masks.pt"), masks, {})
+    _save_masked_network(found, full, masks)
     finished = study.path("mag90-scratch_e-s1", "results.json")
     finished.parent.mkdir(parents=True)
     finished.write_text(json.dumps({**row, "macs": full.macs, "macs_reduction": 0.0}))
