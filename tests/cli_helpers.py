@@ -38,9 +38,15 @@ def run_script(
 
 
 def start_script(
-    script: str, *args: str, env: dict[str, str] | None = None, capture: bool = False
+    script: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    capture: bool = False,
+    niceness: int = 0,
 ) -> subprocess.Popen:
-    """Start a script in the background; ``capture`` keeps its stderr (text) for the test."""
+    """Start a script in the background; ``capture`` keeps its stderr (text) for the test;
+    ``niceness`` lowers its priority (a run that only has to be alive yields the cores to the
+    test's other processes and to the suite's other workers)."""
     return subprocess.Popen(
         [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
@@ -48,6 +54,7 @@ def start_script(
         stderr=subprocess.PIPE if capture else subprocess.DEVNULL,
         text=True,
         env=script_env(env),
+        preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
     )
 
 

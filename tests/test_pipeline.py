@@ -123,7 +123,8 @@ def test_train_search_distill_end_to_end(tmp_path):
     assert "teacher test accuracy" in distill.stdout + distill.stderr
 
 
-# SIGTERM by default (the preemption path, and the same byte-for-byte resume); SIGKILL is slow
+# SIGTERM by default (the preemption path, and the same byte-for-byte resume); SIGKILL under
+# -m slow: the same resume path, another minute
 @pytest.mark.parametrize("sig", [pytest.param("SIGKILL", marks=pytest.mark.slow), "SIGTERM"])
 def test_search_killed_and_resumed_ends_with_the_same_found_json(tmp_path, sig):
     """SIGKILL (a crash) or SIGTERM (preemption) at a random moment after the first checkpoint;
@@ -132,7 +133,8 @@ def test_search_killed_and_resumed_ends_with_the_same_found_json(tmp_path, sig):
     args = [
         *COMMON,
         "--data.name=synthetic",
-        "--data.synthetic_train_size=1024",
+        "--data.synthetic_train_size=256",  # 8 steps an epoch at batch 16: seconds an epoch
+        "--data.batch_size=16",
         "--data.synthetic_test_size=128",
         "--logger=csv",
         "--model.ratio=0.5",
