@@ -68,9 +68,8 @@ def test_one_run_per_directory(tmp_path):
     run leaves no stuck lock; another --out runs alongside."""
     args = [*TINY, "--data.synthetic_train_size=1024", "--trainer.max_epochs=50"]
     out = tmp_path / "run"
-    proc = start_script(
-        "train_search.py", *args, f"--out={out}", niceness=19
-    )  # it only holds the lock
+    # this run only holds the lock: niced, it leaves the cores to the runs under test
+    proc = start_script("train_search.py", *args, f"--out={out}", niceness=19)
     try:
         deadline = time.time() + 120
         while not (out / "config.yaml").exists() and time.time() < deadline:
