@@ -47,15 +47,17 @@ def start_script(
     """Start a script in the background; ``capture`` keeps its stderr (text) for the test;
     ``niceness`` lowers its priority (a run that only has to be alive yields the cores to the
     test's other processes and to the suite's other workers)."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE if capture else subprocess.DEVNULL,
         text=True,
         env=script_env(env),
-        preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
     )
+    if niceness:  # set from here, not in preexec_fn (unsafe in a process with threads)
+        os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
+    return proc
 
 
 QUIET = ("--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false")
